@@ -1,0 +1,1 @@
+"""The conversion step: intent spec -> training sentences -> small int8 TFLite model."""
