@@ -1,0 +1,369 @@
+"""The conversion pipeline: spec -> sentences -> teacher -> student -> pruned -> int8 -> files.
+
+Each stage is scored on the same held-out split and the figures go into the report, so a
+user can see what distillation, pruning and quantization each bought.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from agent import __version__
+from agent.featurize import Featurizer, FeaturizerConfig
+from agent.metadata import FORMAT, GRAMMAR_FILE, METADATA_FILE, NONE_LABEL, TFLITE_FILE
+from convert.distill import FitConfig, fit
+from convert.evaluate import (
+    Rejection,
+    StageResult,
+    TFLiteModel,
+    calibrate,
+    confusion,
+    decide,
+    latency_us,
+    per_class_f1,
+)
+from convert.grammar import vosk_vocabulary
+from convert.model import MlpConfig, build_mlp
+from convert.prune import MagnitudePruner, sparsity
+from convert.quantize import Mode, to_tflite
+from convert.report import write_report
+from convert.sentences import NONE_INTENT, Example, expand_negatives, expand_spec
+from convert.spec import Spec
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Every knob of a conversion; the defaults build the shipped example models."""
+
+    seed: int = 0
+    sentences_per_intent: int = 400
+    negatives: int = 1200
+    validation: float = 0.2
+    featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
+    student: MlpConfig = field(default_factory=lambda: MlpConfig(hidden=96))
+    epochs: int = 30
+    teacher: str = "mlp"
+    """``none``, ``mlp`` (a wider network, no extra packages) or ``minilm``."""
+    alpha: float = 0.3
+    temperature: float = 3.0
+    augment: int = 1
+    """Perturbed copies of each training sentence that the teacher labels (word drops)."""
+    prune: float = 0.5
+    """Target sparsity of the pruned student (0 = no pruning)."""
+    prune_epochs: int = 10
+    quantize: Mode = "int8"
+
+
+@dataclass
+class BuildResult:
+    """What a build produced, for the CLI's summary."""
+
+    directory: Path
+    stages: list[StageResult]
+    rejection: Rejection
+    labels: list[str]
+    train_count: int
+    validation_count: int
+    report: dict[str, Any]
+
+
+def split(
+    examples: list[Example], fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Stratified hold-out: ``fraction`` of each label (at least one when it has two)."""
+    by_label: dict[str, list[Example]] = {}
+    for example in examples:
+        by_label.setdefault(example.intent, []).append(example)
+    train: list[Example] = []
+    held: list[Example] = []
+    for label in sorted(by_label):
+        items = list(by_label[label])
+        random.Random(f"{seed}:split:{label}").shuffle(items)
+        n = round(len(items) * fraction)
+        n = min(max(n, 1), len(items) - 1) if len(items) >= 2 else 0
+        held.extend(items[:n])
+        train.extend(items[n:])
+    return train, held
+
+
+def balance(examples: list[Example], share: float = 0.3) -> list[Example]:
+    """Repeat the sentences of small intents until each has ``share`` of the largest's
+    count: an intent with few phrasings must not lose to one with a thousand."""
+    by_label: dict[str, list[Example]] = {}
+    for example in examples:
+        by_label.setdefault(example.intent, []).append(example)
+    target = int(max((len(v) for v in by_label.values()), default=0) * share)
+    out: list[Example] = []
+    for items in by_label.values():
+        repeats = max(1, -(-target // len(items)))
+        out.extend(items * repeats)
+    return out
+
+
+def augment(texts: list[str], copies: int, seed: int) -> list[str]:
+    """Copies of sentences with one word dropped: the teacher labels them, the student
+    learns to cope with a word the recognizer missed."""
+    rng = random.Random(f"{seed}:augment")
+    out: list[str] = []
+    for _ in range(copies):
+        for text in texts:
+            words = text.split()
+            if len(words) < 3:
+                continue
+            del words[rng.randrange(len(words))]
+            out.append(" ".join(words))
+    return out
+
+
+def _teacher(name: str) -> Any:
+    from convert import teacher
+
+    if name == "mlp":
+        return teacher.MlpTeacher()
+    if name == "minilm":
+        return teacher.MiniLMTeacher()
+    raise ValueError(f"unknown teacher '{name}' (expected none, mlp or minilm)")
+
+
+def _float_bytes(model: keras.Model, representative: np.ndarray) -> bytes:
+    return to_tflite(model, representative, "float32")
+
+
+def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -> BuildResult:
+    """Train, compress and write ``output/`` for ``spec``; replaces ``output`` atomically."""
+    keras.utils.set_random_seed(options.seed)
+    examples = expand_spec(spec, options.sentences_per_intent, options.seed)
+    negatives = expand_negatives(spec, options.negatives, options.seed) if spec.negatives else []
+    labels = [intent.name for intent in spec.intents] + ([NONE_LABEL] if negatives else [])
+    index = {label: i for i, label in enumerate(labels)}
+    index[NONE_INTENT] = index.get(NONE_LABEL, -1)
+    none = index.get(NONE_LABEL, -1)
+    train, held = split(examples + negatives, options.validation, options.seed)
+    progress(
+        f"{len(examples)} sentences for {len(spec.intents)} intents, {len(negatives)} out-of-scope;"
+        f" training on {len(train)}, holding out {len(held)}"
+    )
+    train = balance(train)
+    featurizer = Featurizer(options.featurizer)
+    train_texts = [e.text for e in train]
+    held_texts = [e.text for e in held]
+    y_train = np.array([index[e.intent] for e in train], np.int32)
+    y_held = np.array([index[e.intent] for e in held], np.int32)
+    x_train = featurizer.transform(train_texts)
+    n_classes = len(labels)
+    stages: list[StageResult] = []
+    representative = x_train[np.random.default_rng(options.seed).permutation(len(x_train))[:300]]
+
+    def epochs(stage: str, total: int) -> Callable[[int, float], None]:
+        return lambda epoch, loss: progress(f"[{stage}] epoch {epoch + 1}/{total} loss {loss:.4f}")
+
+    # 1. Teacher: a bigger model whose softened outputs teach the student.
+    teacher_logits = None
+    transfer_texts = train_texts + augment(train_texts, options.augment, options.seed)
+    if options.teacher != "none":
+        teacher = _teacher(options.teacher)
+        progress(f"[teacher] training {teacher.name}")
+        teacher.fit(train_texts, y_train, n_classes, options.seed)
+        teacher_logits = teacher.logits(transfer_texts)
+        t_pred = teacher.logits(held_texts).argmax(1)
+        p50, p99 = latency_us(lambda t: teacher.logits([t]), held_texts[:100], rounds=1)
+        stages.append(
+            StageResult(
+                f"teacher ({teacher.name})",
+                float(np.mean(t_pred == y_held)),
+                teacher.size_bytes(),
+                p50,
+                p99,
+            )
+        )
+    x_transfer = featurizer.transform(transfer_texts)
+    y_transfer = np.concatenate([y_train, np.full(len(transfer_texts) - len(train_texts), -1)])
+    if teacher_logits is None:
+        x_transfer, y_transfer = x_train, y_train
+
+    # 2. Student, distilled from the teacher (or trained on labels alone).
+    student = build_mlp(featurizer.config.dim, n_classes, options.student)
+    fit(
+        student,
+        x_transfer,
+        y_transfer,
+        FitConfig(epochs=options.epochs, alpha=options.alpha, temperature=options.temperature),
+        seed=options.seed,
+        teacher_logits=teacher_logits,
+        on_epoch=epochs("student", options.epochs),
+    )
+    float_model = TFLiteModel(_float_bytes(student, representative), featurizer)
+    stages.append(
+        _stage(
+            "float student",
+            float_model,
+            held_texts,
+            y_held,
+            "distilled" if teacher_logits is not None else "labels only",
+        )
+    )
+
+    # 3. Magnitude pruning, fine-tuned with the same loss.
+    final = student
+    if options.prune > 0:
+        pruned = keras.models.clone_model(student)
+        pruned.set_weights(student.get_weights())
+        steps = options.prune_epochs * -(-len(y_transfer) // 64)
+        pruner = MagnitudePruner(pruned, options.prune, steps)
+        fit(
+            pruned,
+            x_transfer,
+            y_transfer,
+            FitConfig(
+                epochs=options.prune_epochs,
+                learning_rate=5e-4,
+                alpha=options.alpha,
+                temperature=options.temperature,
+            ),
+            seed=options.seed + 1,
+            teacher_logits=teacher_logits,
+            pruner=pruner,
+            on_epoch=epochs("prune", options.prune_epochs),
+        )
+        pruned_model = TFLiteModel(_float_bytes(pruned, representative), featurizer)
+        gz = len(gzip.compress(pruned_model.content, 9))
+        stages.append(
+            _stage(
+                "pruned student",
+                pruned_model,
+                held_texts,
+                y_held,
+                f"sparsity {sparsity(pruned):.0%}, {gz} bytes gzipped",
+            )
+        )
+        final = pruned
+
+    # 4. Quantization of the final network, calibrated on real feature vectors.
+    content = to_tflite(final, representative, options.quantize)
+    final_model = TFLiteModel(content, featurizer)
+    stages.append(
+        _stage(
+            f"{options.quantize} student",
+            final_model,
+            held_texts,
+            y_held,
+            f"{len(gzip.compress(content, 9))} bytes gzipped",
+        )
+    )
+    probs = final_model.probabilities(held_texts)
+    rejection = calibrate(probs, y_held, none)
+    progress(
+        f"threshold {rejection.threshold:.2f}: in-scope accuracy {rejection.in_scope_accuracy:.1%},"
+        f" out-of-scope rejected {rejection.out_of_scope_rejected:.1%}"
+    )
+    pred = decide(probs, none, rejection.threshold)
+    # Rejected in-scope answers count as the none column of the confusion matrix.
+    cm_labels = labels if none >= 0 else [*labels, NONE_LABEL]
+    cm_pred = np.where(pred < 0, len(cm_labels) - 1, pred)
+    report = {
+        "name": spec.name,
+        "spec": os.path.basename(spec.path),
+        "spec_sha256": spec.sha256,
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "options": _options_json(options),
+        "counts": {
+            "sentences": len(examples),
+            "out_of_scope": len(negatives),
+            "train": len(train),
+            "held_out": len(held),
+            "transfer": len(transfer_texts),
+        },
+        "stages": [s.to_json() for s in stages],
+        "rejection": asdict(rejection),
+        "per_intent": per_class_f1(cm_labels, y_held.copy(), cm_pred),
+        "labels": cm_labels,
+        "confusion": confusion(
+            len(cm_labels), np.where(y_held < 0, len(cm_labels) - 1, y_held), cm_pred
+        ).tolist(),
+    }
+    metadata = {
+        "format": FORMAT,
+        "name": spec.name,
+        "language": spec.language,
+        "version": spec.version,
+        "spec_sha256": spec.sha256,
+        "voice_agent": __version__,
+        "labels": labels,
+        "threshold": rejection.threshold,
+        "featurizer": options.featurizer.to_json(),
+        "slots": {
+            name: [{"value": v.value, "synonyms": list(v.synonyms)} for v in slot_list.values]
+            for name, slot_list in spec.slots.items()
+        },
+        "intents": {
+            intent.name: {
+                "slots": list(intent.slots),
+                "required": list(intent.required),
+                "actions": [asdict(action) for action in intent.actions],
+            }
+            for intent in spec.intents
+        },
+        "tflite_sha256": hashlib.sha256(content).hexdigest(),
+    }
+    _write(output, content, metadata, vosk_vocabulary(spec), report)
+    return BuildResult(output, stages, rejection, labels, len(train), len(held), report)
+
+
+def _stage(
+    name: str, model: TFLiteModel, texts: list[str], truth: np.ndarray, note: str
+) -> StageResult:
+    pred = model.probabilities(texts).argmax(1)
+    p50, p99 = latency_us(model.classify_one, texts[:300])
+    return StageResult(name, float(np.mean(pred == truth)), len(model.content), p50, p99, note)
+
+
+def _options_json(options: BuildOptions) -> dict[str, Any]:
+    data = asdict(options)
+    return data
+
+
+def _write(
+    output: Path,
+    content: bytes,
+    metadata: dict[str, Any],
+    vocabulary: list[str],
+    report: dict[str, Any],
+) -> None:
+    """Write every file into a sibling temporary folder, then swap it into place, so a
+    failed build never leaves a half-written model where the daemon would load it."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        (staging / TFLITE_FILE).write_bytes(content)
+        (staging / METADATA_FILE).write_text(
+            json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        (staging / GRAMMAR_FILE).write_text(
+            json.dumps(vocabulary, ensure_ascii=False, indent=0) + "\n", encoding="utf-8"
+        )
+        write_report(staging, report)
+        old = output.with_name(f".{output.name}.old")
+        if output.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            output.rename(old)
+        staging.rename(output)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

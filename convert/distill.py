@@ -1,0 +1,95 @@
+"""Training loop shared by plain training, knowledge distillation and pruning.
+
+The loss is ``alpha * CE(labels) + (1 - alpha) * T² * KL(teacher_T || student_T)``
+(Hinton et al., 2015): the teacher's softened probabilities carry how classes resemble
+each other, which a small student cannot learn from hard labels alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from convert.prune import MagnitudePruner
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Optimizer and distillation settings of one training run."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    alpha: float = 1.0
+    """Weight of the hard-label loss; 1.0 means no distillation."""
+    temperature: float = 2.0
+
+
+EpochCallback = Callable[[int, float], None]
+
+
+def fit(
+    model: keras.Model,
+    features: np.ndarray,
+    labels: np.ndarray,
+    config: FitConfig,
+    *,
+    seed: int,
+    teacher_logits: np.ndarray | None = None,
+    pruner: MagnitudePruner | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> None:
+    """Train ``model`` in place; ``labels`` are class indices, -1 for unlabeled rows.
+
+    Unlabeled rows (only useful with a teacher) contribute the distillation term alone.
+    """
+    n_classes = model.output_shape[-1]
+    if teacher_logits is None:
+        teacher_logits = np.zeros((len(labels), n_classes), np.float32)
+        alpha = 1.0
+    else:
+        alpha = config.alpha
+    temperature = config.temperature
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    data = (
+        tf.data.Dataset.from_tensor_slices(
+            (features, labels.astype(np.int32), teacher_logits.astype(np.float32))
+        )
+        .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+        .prefetch(2)
+    )
+
+    @tf.function(reduce_retracing=True)
+    def step(x: tf.Tensor, y: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            labeled = tf.cast(y >= 0, tf.float32)
+            hard = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(y, 0), logits)
+            hard = tf.reduce_sum(hard * labeled) / tf.maximum(tf.reduce_sum(labeled), 1.0)
+            loss = alpha * hard
+            if alpha < 1.0:
+                soft_t = tf.nn.softmax(t / temperature)
+                log_s = tf.nn.log_softmax(logits / temperature)
+                kl = tf.reduce_sum(soft_t * (tf.math.log(soft_t + 1e-9) - log_s), axis=-1)
+                loss += (1.0 - alpha) * temperature**2 * tf.reduce_mean(kl)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    keras.utils.set_random_seed(seed)
+    for epoch in range(config.epochs):
+        total, batches = 0.0, 0
+        for x, y, t in data:
+            total += float(step(x, y, t))
+            batches += 1
+            if pruner is not None:
+                pruner.after_step()
+        if on_epoch is not None:
+            on_epoch(epoch, total / max(batches, 1))
+    if pruner is not None:
+        pruner.finish()
