@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 _NON_WORD = re.compile(r"[\W_]+")
+# "what's" and "kid’s" are one word to a recognizer; keep them one word here too.
+_APOSTROPHE = re.compile(r"(?<=\w)['’](?=\w)")
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ class FeaturizerConfig:
 
 def normalize(text: str) -> str:
     """Canonical form of a sentence: NFKC, case-folded, punctuation as single spaces."""
-    return " ".join(_NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).split())
+    folded = _APOSTROPHE.sub("", unicodedata.normalize("NFKC", text).casefold())
+    return " ".join(_NON_WORD.sub(" ", folded).split())
 
 
 def tokenize(text: str) -> list[str]:

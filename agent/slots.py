@@ -51,8 +51,8 @@ class SlotMatcher:
     def match(self, text: str, names: Iterable[str]) -> tuple[Slot, ...]:
         """Slots of the lists in ``names`` found in ``text`` (already normalized), left to right.
 
-        When one phrase belongs to several lists (numbers, say), it fills the first of
-        them that is still empty, so "set a timer for ten minutes at fifty percent" works.
+        When one phrase belongs to several lists (numbers, say), it fills the first list
+        in ``names`` order that is still empty.
         """
         wanted = tuple(names)
         if not wanted:
@@ -72,7 +72,9 @@ class SlotMatcher:
                 candidates = self._table.get(tuple(words[i : i + length]))
                 if not candidates:
                     continue
-                usable = [c for c in candidates if c[0] in wanted]
+                usable = sorted(
+                    (c for c in candidates if c[0] in wanted), key=lambda c: wanted.index(c[0])
+                )
                 if not usable:
                     continue
                 free = [c for c in usable if c[0] not in filled]

@@ -62,6 +62,8 @@ class BuildOptions:
     """``none``, ``mlp`` (a wider network, no extra packages) or ``minilm``."""
     alpha: float = 0.3
     temperature: float = 3.0
+    noise: int = 300
+    """Generated out-of-scope sentences (slot values alone, random strings of spec words)."""
     augment: int = 1
     """Perturbed copies of each training sentence that the teacher labels (word drops)."""
     prune: float = 0.5
@@ -116,6 +118,25 @@ def balance(examples: list[Example], share: float = 0.3) -> list[Example]:
     return out
 
 
+def noise(
+    spec: Spec, vocabulary: list[str], known: set[str], count: int, seed: int
+) -> list[Example]:
+    """Out-of-scope sentences made from the spec's own words: a slot value alone ("kitchen")
+    and short random word strings, which is what a grammar-constrained recognizer makes
+    of speech that is not a command. Any that happen to be a real command are dropped."""
+    rng = random.Random(f"{seed}:noise")
+    texts: set[str] = set()
+    for slot_list in spec.slots.values():
+        for value in slot_list.values[:20]:
+            texts.update(value.synonyms[:2])
+    words = [w for w in vocabulary if not w.isdigit()]
+    attempts = 0
+    while words and len(texts) < count and attempts < count * 10:
+        attempts += 1
+        texts.add(" ".join(rng.choice(words) for _ in range(rng.randint(1, 5))))
+    return [Example(t, NONE_INTENT) for t in sorted(texts - known)[:count]]
+
+
 def augment(texts: list[str], copies: int, seed: int) -> list[str]:
     """Copies of sentences with one word dropped: the teacher labels them, the student
     learns to cope with a word the recognizer missed."""
@@ -150,6 +171,10 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
     keras.utils.set_random_seed(options.seed)
     examples = expand_spec(spec, options.sentences_per_intent, options.seed)
     negatives = expand_negatives(spec, options.negatives, options.seed) if spec.negatives else []
+    vocabulary = vosk_vocabulary(spec)
+    if options.noise:
+        known = {e.text for e in examples}
+        negatives += noise(spec, vocabulary, known, options.noise, options.seed)
     labels = [intent.name for intent in spec.intents] + ([NONE_LABEL] if negatives else [])
     index = {label: i for i, label in enumerate(labels)}
     index[NONE_INTENT] = index.get(NONE_LABEL, -1)
@@ -267,7 +292,7 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
         )
     )
     probs = final_model.probabilities(held_texts)
-    rejection = calibrate(probs, y_held, none)
+    rejection = calibrate(probs, y_held, none, floor=0.5)
     progress(
         f"threshold {rejection.threshold:.2f}: in-scope accuracy {rejection.in_scope_accuracy:.1%},"
         f" out-of-scope rejected {rejection.out_of_scope_rejected:.1%}"
@@ -293,6 +318,16 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
         "rejection": asdict(rejection),
         "per_intent": per_class_f1(cm_labels, y_held.copy(), cm_pred),
         "labels": cm_labels,
+        # Outputs of the shipped model on a few held-out sentences: the runtime's tests check
+        # that the Pi's interpreter and featurizer give the same numbers.
+        "probes": [
+            {"text": text, "probabilities": [round(float(p), 6) for p in row]}
+            for text, row in zip(
+                held_texts[:: max(1, len(held_texts) // 24)],
+                probs[:: max(1, len(held_texts) // 24)],
+                strict=True,
+            )
+        ],
         "confusion": confusion(
             len(cm_labels), np.where(y_held < 0, len(cm_labels) - 1, y_held), cm_pred
         ).tolist(),
@@ -321,7 +356,7 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
         },
         "tflite_sha256": hashlib.sha256(content).hexdigest(),
     }
-    _write(output, content, metadata, vosk_vocabulary(spec), report)
+    _write(output, content, metadata, vocabulary, report)
     return BuildResult(output, stages, rejection, labels, len(train), len(held), report)
 
 

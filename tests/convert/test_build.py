@@ -1,0 +1,161 @@
+"""The whole conversion: spec -> teacher -> distilled, pruned, int8 student -> model files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert.build import BuildOptions, build, split
+from convert.sentences import Example
+from convert.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_model_directory_is_complete(built_ko: Path) -> None:
+    names = sorted(p.name for p in built_ko.iterdir())
+    assert names == [
+        "confusion.png",
+        "grammar.json",
+        "intent.tflite",
+        "model.json",
+        "report.json",
+        "report.md",
+    ]
+    assert (built_ko / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in built_ko.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_tflite_is_full_integer_int8(built_ko: Path) -> None:
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(built_ko / "intent.tflite"))
+    interpreter.allocate_tensors()
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    dtypes = {}
+    for tensor in interpreter.get_tensor_details():
+        dtypes.setdefault(np.dtype(tensor["dtype"]).name, []).append(tensor["name"])
+    # Weights and activations int8; only the biases are int32, as TFLite's int8 scheme wants.
+    assert set(dtypes) == {"int8", "int32"}
+    assert all("BiasAdd" in name for name in dtypes["int32"])
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert ops == {"FULLY_CONNECTED", "SOFTMAX"}
+
+
+def test_report_measures_every_stage(built_ko: Path) -> None:
+    report = json.loads((built_ko / "report.json").read_text())
+    stages = {s["stage"]: s for s in report["stages"]}
+    assert list(stages) == ["teacher (mlp)", "float student", "pruned student", "int8 student"]
+    for stage in stages.values():
+        assert 0 < stage["accuracy"] <= 1
+        assert stage["bytes"] > 0
+        assert 0 < stage["p50_us"] <= stage["p99_us"]
+    assert stages["int8 student"]["bytes"] * 3 <= stages["float student"]["bytes"]
+    assert stages["teacher (mlp)"]["bytes"] > stages["float student"]["bytes"]
+    assert "sparsity 50%" in stages["pruned student"]["note"]
+    assert set(report["per_intent"]) == {"LightOn", "LightOff", "MusicPlay", "MusicStop", "<none>"}
+    md = (built_ko / "report.md").read_text()
+    assert "| int8 student |" in md and "out-of-scope sentences rejected" in md
+
+
+def test_metadata_and_grammar(built_ko: Path) -> None:
+    meta = json.loads((built_ko / "model.json").read_text())
+    spec = load_spec(ROOT / "examples/ko/smart-home.yaml")
+    assert meta["name"] == "smart-home-ko"
+    assert meta["language"] == "ko"
+    assert meta["spec_sha256"] == spec.sha256
+    assert meta["labels"] == [i.name for i in spec.intents] + ["<none>"]
+    assert 0.5 <= meta["threshold"] < 1
+    assert meta["intents"]["LightOn"]["required"] == ["room"]
+    grammar = json.loads((built_ko / "grammar.json").read_text())
+    assert "거실" in grammar and "켜" in grammar
+    assert grammar == sorted(set(grammar))
+
+
+def test_english_example_reaches_97_percent_and_rejects(built_en: Path) -> None:
+    report = json.loads((built_en / "report.json").read_text())
+    rejection = report["rejection"]
+    assert rejection["in_scope_accuracy"] >= 0.97
+    assert rejection["out_of_scope_rejected"] >= 0.9
+    int8, float_ = report["stages"][-1], report["stages"][1]
+    assert int8["accuracy"] >= float_["accuracy"] - 0.005
+
+
+def test_build_is_reproducible(built_ko: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    build(load_spec(ROOT / "examples/ko/smart-home.yaml"), again, BuildOptions(epochs=15), print)
+    assert (again / "intent.tflite").read_bytes() == (built_ko / "intent.tflite").read_bytes()
+    assert (again / "grammar.json").read_bytes() == (built_ko / "grammar.json").read_bytes()
+
+
+def test_split_is_stratified_and_disjoint() -> None:
+    examples = [Example(f"a {i}", "A") for i in range(10)] + [Example("b 0", "B")]
+    train, held = split(examples, 0.2, seed=1)
+    assert sorted(e.text for e in held) == sorted(set(e.text for e in held))
+    assert {e.intent for e in held} == {"A"} and len(held) == 2
+    assert not {e.text for e in train} & {e.text for e in held}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "convert", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_cli_convert_shows_progress_and_summary(tmp_path: Path) -> None:
+    out = cli(
+        str(ROOT / "examples/ko/smart-home.yaml"),
+        "-o",
+        str(tmp_path / "m"),
+        "--epochs",
+        "3",
+        "--teacher",
+        "none",
+        "--prune",
+        "0",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "[student] epoch 3/3" in out.stderr
+    assert "| float student |" in out.stdout and "| int8 student |" in out.stdout
+    assert "pruned" not in out.stdout
+    assert f"wrote {tmp_path / 'm'}/" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["missing.yaml"],
+            "voice-agent: error: missing.yaml: cannot read: No such file or directory",
+        ),
+        (["{ko}", "--prune", "1.5"], "voice-agent: error: --prune must be in [0, 1), not 1.5"),
+        (
+            ["{ko}", "--dim", "1000"],
+            "voice-agent: error: --dim: featurizer dim must be a power of two >= 16, not 1000",
+        ),
+    ],
+)
+def test_cli_convert_errors_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    args = [a.replace("{ko}", str(ROOT / "examples/ko/smart-home.yaml")) for a in args]
+    out = cli(*args, "-o", str(tmp_path / "m"))
+    assert out.returncode == 2
+    assert out.stderr == message + "\n"
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_convert_bad_spec(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: x\nlanguage: en\nintents:\n  A:\n    sentences: ['turn on {rom}']\n")
+    out = cli(str(spec), "-o", str(tmp_path / "m"))
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1
+    assert out.stderr.startswith(f"voice-agent: error: {spec}:5: intent 'A': unknown slot {{rom}}")
