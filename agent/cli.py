@@ -14,12 +14,9 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from agent import __version__
+from agent.errors import UsageError
 from agent.metadata import ModelError
 from agent.tflite import RUNTIMES, RuntimeUnavailable
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
 
 
 def _classify(args: argparse.Namespace) -> int:

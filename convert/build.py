@@ -130,10 +130,15 @@ def noise(
         for value in slot_list.values[:20]:
             texts.update(value.synonyms[:2])
     words = [w for w in vocabulary if not w.isdigit()]
+    # A string holding every word of some command may be that command in another order.
+    commands = {frozenset(text.split()) for text in known}
     attempts = 0
     while words and len(texts) < count and attempts < count * 10:
         attempts += 1
-        texts.add(" ".join(rng.choice(words) for _ in range(rng.randint(1, 5))))
+        candidate = [rng.choice(words) for _ in range(rng.randint(1, 5))]
+        bag = frozenset(candidate)
+        if not any(command <= bag for command in commands):
+            texts.add(" ".join(candidate))
     return [Example(t, NONE_INTENT) for t in sorted(texts - known)[:count]]
 
 

@@ -82,7 +82,9 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.cli import UsageError
+    from agent.errors import UsageError
+    from agent.featurize import FeaturizerConfig
+    from convert.quiet import silenced
     from convert.spec import SpecError, load_spec
 
     try:
@@ -93,24 +95,24 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--prune must be in [0, 1), not {args.prune}")
     if args.epochs < 1 or args.sentences_per_intent < 1 or args.hidden < 1:
         raise UsageError("--epochs, --sentences-per-intent and --hidden must be positive")
-    # TensorFlow's C++ start-up logging would drown the progress display.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    warnings.filterwarnings("ignore", module="tensorflow")
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        raise UsageError(
-            "the conversion step needs TensorFlow: pip install 'voice-agent[convert]'"
-        ) from None
-    from agent.featurize import FeaturizerConfig
-    from convert.build import BuildOptions, build
-    from convert.model import MlpConfig
-    from convert.report import stage_table
-
     try:
         featurizer = FeaturizerConfig(dim=args.dim)
     except ValueError as err:
         raise UsageError(f"--dim: {err}") from None
+    # TensorFlow's C++ start-up logging would drown the progress display.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", module="tensorflow")
+    try:
+        with silenced():
+            import tensorflow  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "the conversion step needs TensorFlow: pip install 'voice-agent[convert]'"
+        ) from None
+    from convert.build import BuildOptions, build
+    from convert.model import MlpConfig
+    from convert.report import stage_table
+
     options = BuildOptions(
         seed=args.seed,
         sentences_per_intent=args.sentences_per_intent,

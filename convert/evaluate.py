@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from agent.featurize import Featurizer
+from convert.quiet import silenced
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,9 @@ class TFLiteModel:
     def __init__(self, content: bytes, featurizer: Featurizer) -> None:
         self.content = content
         self.featurizer = featurizer
-        self.interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
-        self.interpreter.allocate_tensors()
+        with silenced():
+            self.interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
+            self.interpreter.allocate_tensors()
         inp = self.interpreter.get_input_details()[0]
         out = self.interpreter.get_output_details()[0]
         self._in, self._out = inp["index"], out["index"]

@@ -7,15 +7,14 @@ the float one.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 from collections.abc import Iterator
 from typing import Literal
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from convert.quiet import silenced
 
 Mode = Literal["float32", "float16", "int8"]
 MODES: tuple[Mode, ...] = ("float32", "float16", "int8")
@@ -47,26 +46,5 @@ def to_tflite(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    with _silenced():
+    with silenced():
         return converter.convert()
-
-
-@contextlib.contextmanager
-def _silenced() -> Iterator[None]:
-    """Hide the converter's chatter (printed by C++ straight to fds 1 and 2); errors still
-    arrive as Python exceptions."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "wb") as null:
-        os.dup2(null.fileno(), 1)
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "agent", *args],
         capture_output=True,
         text=True,
         input=stdin,

@@ -104,7 +104,7 @@ def test_split_is_stratified_and_disjoint() -> None:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", "convert", *args],
+        [sys.executable, "-m", "agent", "convert", *args],
         capture_output=True,
         text=True,
         timeout=600,
