@@ -1,0 +1,431 @@
+"""Benchmark the intent classifier on public data sets, side by side with its teacher and a
+TF-IDF + linear SVM baseline, and print one markdown table.
+
+Per data set (train split to train, test split to report; CLINC150's val split to choose
+the out-of-scope confidence threshold): the teacher is trained, labels the transfer set
+(train sentences, word-dropped copies of them, and the other data sets' train sentences as
+unlabeled text), the student is distilled from it, exported to float32 and int8 TFLite.
+Every model is then loaded in a fresh child process that scores the val and test sentences
+and times one utterance at a time (featurize + invoke, one thread), so that peak RSS is
+the model's own and ``tflite_runtime`` never shares a process with TensorFlow.
+
+    python bench/nlu.py                       # all three data sets, MiniLM teacher
+    python bench/nlu.py --quick --datasets snips --teacher mlp   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from agent.featurize import Featurizer, FeaturizerConfig  # noqa: E402
+from bench.datasets import ALL, OOS, Dataset, default_root  # noqa: E402
+
+STUDENT_FEATURIZER = FeaturizerConfig(dim=8192)
+"""Hashed word 1-2 grams + char 2-4 grams: the runtime's input vector."""
+
+
+@dataclass
+class Row:
+    """One model's measurements on one data set."""
+
+    accuracy: float
+    oos_recall: float | None
+    size: int
+    p50_us: float
+    p99_us: float
+    rss_mb: float
+    threshold: float | None = None
+
+
+@dataclass
+class Result:
+    dataset: str
+    rows: dict[str, Row] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- child side
+
+
+def _child(kind: str, model_path: str, texts_path: str, out_path: str, n_latency: int) -> None:
+    """Load one model, score every sentence, time single utterances, report peak RSS.
+
+    Runs in its own process: ``tflite_runtime`` must not meet TensorFlow, and the RSS is
+    then the model's own (Python + numpy + runtime + weights), not the trainer's.
+    """
+    payload = json.loads(Path(texts_path).read_text(encoding="utf-8"))
+    texts: list[str] = payload["texts"]
+    timed: list[str] = payload["timed"]
+    batch_scores = None
+    if kind == "tflite":
+        from tflite_runtime.interpreter import Interpreter
+
+        featurizer = Featurizer(FeaturizerConfig.from_json(payload["featurizer"]))
+        interpreter = Interpreter(model_path=model_path, num_threads=1)
+        interpreter.allocate_tensors()
+        inp = interpreter.get_input_details()[0]
+        out = interpreter.get_output_details()[0]
+        dim = int(inp["shape"][-1])
+        in_scale, in_zero = inp["quantization"]
+        inv_scale = 1.0 / in_scale if in_scale else 0.0
+        out_scale, out_zero = out["quantization"]
+        buffer = np.zeros(dim, np.float32)
+        batch = np.zeros((1, dim), inp["dtype"])
+
+        # The same steps as agent.classifier.IntentClassifier.probabilities.
+        def run(text: str) -> np.ndarray:
+            features = featurizer.into(text, buffer)
+            if inv_scale:
+                np.multiply(features, inv_scale, out=features)
+                np.rint(features, out=features)
+                features += in_zero
+                np.clip(features, -128, 127, out=features)
+            batch[0] = features
+            interpreter.set_tensor(inp["index"], batch)
+            interpreter.invoke()
+            raw = interpreter.get_tensor(out["index"])[0]
+            if out_scale:
+                return (raw.astype(np.float32) - out_zero) * out_scale
+            return raw.astype(np.float32)
+
+    elif kind == "teacher":
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        with open(model_path, "rb") as handle:
+            teacher = pickle.load(handle)
+        if hasattr(teacher, "threads"):
+            teacher.threads = 1
+        if hasattr(teacher, "memoize"):
+            teacher.memoize = False  # time real encoding, not cache hits
+
+        def run(text: str) -> np.ndarray:
+            return teacher.logits([text])[0]
+
+        def batch_scores(texts: list[str]) -> np.ndarray:
+            if hasattr(teacher, "memoize"):
+                teacher.memoize = True
+            return teacher.logits(texts)
+
+    elif kind == "svm":
+        with open(model_path, "rb") as handle:
+            svm = pickle.load(handle)
+
+        def run(text: str) -> np.ndarray:
+            return svm.decision_function([text])[0]
+
+        def batch_scores(texts: list[str]) -> np.ndarray:
+            return svm.decision_function(texts).astype(np.float32)
+
+    else:
+        raise SystemExit(f"unknown child kind {kind}")
+
+    for text in timed[:50]:
+        run(text)
+    samples = []
+    for text in timed[:n_latency]:
+        start = time.perf_counter()
+        run(text)
+        samples.append(time.perf_counter() - start)
+    p50, p99 = np.percentile(np.array(samples) * 1e6, [50, 99])
+    rss_mb = _peak_rss_mb()  # before scoring, which may load caches
+    if batch_scores is not None:
+        scores = batch_scores(texts)
+    else:
+        scores = np.stack([np.asarray(run(t), np.float32) for t in texts])
+    np.save(out_path, scores)
+    Path(out_path + ".json").write_text(json.dumps({"p50": p50, "p99": p99, "rss_mb": rss_mb}))
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM; ru_maxrss would include the parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _run_child(
+    kind: str, model_path: Path, texts: list[str], timed: list[str], work: Path, n_latency: int
+) -> tuple[np.ndarray, dict[str, float]]:
+    texts_path = work / f"{kind}-texts.json"
+    texts_path.write_text(
+        json.dumps({"texts": texts, "timed": timed, "featurizer": STUDENT_FEATURIZER.to_json()})
+    )
+    out_path = work / f"{kind}-{model_path.stem}-scores.npy"
+    env = dict(os.environ, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, str(model_path),
+           str(texts_path), str(out_path), str(n_latency)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {kind} failed:\n{proc.stderr[-3000:]}")
+    return np.load(out_path), json.loads(Path(str(out_path) + ".json").read_text())
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def word_dropout(texts: list[str], copies: int, seed: int) -> list[str]:
+    """Copies of each sentence (of 3+ words) with one random word dropped."""
+    rng = random.Random(f"{seed}:dropout")
+    out: list[str] = []
+    for _ in range(copies):
+        for text in texts:
+            words = text.split()
+            if len(words) >= 3:
+                del words[rng.randrange(len(words))]
+                out.append(" ".join(words))
+    return out
+
+
+def choose_threshold(scores: np.ndarray, truth: np.ndarray, oos: int) -> float:
+    """Confidence cut that maximizes the mean of in-scope accuracy and oos recall on val."""
+    best, best_value = -np.inf, -1.0
+    top = scores.max(1)
+    for cut in np.unique(np.quantile(top, np.linspace(0.0, 0.5, 101))):
+        value = float(np.mean(accuracy(scores, truth, oos, cut)))
+        if value > best_value:
+            best, best_value = float(cut), value
+    return best
+
+
+def accuracy(
+    scores: np.ndarray, truth: np.ndarray, oos: int | None, threshold: float | None = None
+) -> tuple[float, float | None]:
+    """Accuracy in percent; with an oos class, (in-scope accuracy, oos recall)."""
+    pred = scores.argmax(1)
+    if oos is None:
+        return float(np.mean(pred == truth) * 100), None
+    if threshold is not None:
+        pred = np.where(scores.max(1) < threshold, oos, pred)
+    scope = truth != oos
+    return float(np.mean(pred[scope] == truth[scope]) * 100), float(
+        np.mean(pred[~scope] == oos) * 100
+    )
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def make_teacher(name: str, quick: bool, cache: Path) -> Any:
+    from convert.teacher import MiniLMTeacher, MlpTeacher
+
+    epochs = 2 if quick else 15
+    if name == "mlp":
+        return MlpTeacher(epochs=epochs)
+    if name == "minilm":
+        return MiniLMTeacher(epochs=epochs, cache_dir=cache)
+    raise SystemExit(f"unknown teacher {name}")
+
+
+def train_svm(texts: list[str], labels: np.ndarray) -> Any:
+    """The TF-IDF (word 1-2 + char 2-5) + linear SVM reference."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline, make_union
+    from sklearn.svm import LinearSVC
+
+    model = make_pipeline(
+        make_union(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
+        ),
+        LinearSVC(C=1.0),
+    )
+    return model.fit(texts, labels)
+
+
+def bench_dataset(
+    data: Dataset, others: list[Dataset], args: argparse.Namespace, work: Path
+) -> Result:
+    import keras
+
+    from convert.distill import FitConfig, fit
+    from convert.model import MlpConfig, build_mlp
+    from convert.quantize import to_tflite
+
+    started = time.time()
+    log = print if args.verbose else (lambda *a, **k: None)
+    labels = sorted({label for _, label in data.train})
+    index = {label: i for i, label in enumerate(labels)}
+    n_classes = len(labels)
+    oos = index.get(OOS) if data.has_oos else None
+    train_texts = [t for t, _ in data.train]
+    y_train = np.array([index[lab] for _, lab in data.train], np.int64)
+    val_texts = [t for t, _ in data.val] if oos is not None else []
+    y_val = np.array([index[lab] for _, lab in data.val], np.int64) if val_texts else None
+    test_texts = [t for t, _ in data.test]
+    y_test = np.array([index[lab] for _, lab in data.test], np.int64)
+    eval_texts = val_texts + test_texts
+    n_val = len(val_texts)
+    timed = test_texts[: args.latency_n]
+    result = Result(data.name)
+
+    def finish(name: str, scores: np.ndarray, stats: dict[str, float], size: int) -> None:
+        threshold = None
+        if oos is not None and y_val is not None:
+            threshold = choose_threshold(scores[:n_val], y_val, oos)
+        acc, oos_recall = accuracy(scores[n_val:], y_test, oos, threshold)
+        result.rows[name] = Row(acc, oos_recall, size, stats["p50"], stats["p99"],
+                                stats["rss_mb"], threshold)
+        log(f"  {name}: {acc:.2f} / {oos_recall} thr={threshold} {stats}")
+
+    # Teacher.
+    log(f"[{data.name}] teacher {args.teacher}")
+    teacher = make_teacher(args.teacher, args.quick, work.parent / "cache")
+    teacher.fit(train_texts, y_train, n_classes, args.seed)
+    transfer = train_texts + word_dropout(train_texts, args.dropout_copies, args.seed)
+    for other in others:
+        transfer += [t for t, _ in other.train]
+    y_transfer = np.concatenate([y_train, -np.ones(len(transfer) - len(train_texts), np.int64)])
+    teacher_logits = teacher.logits(transfer)
+    teacher_path = work / "teacher.pkl"
+    if hasattr(teacher, "_memo"):
+        teacher._memo = {}
+    with open(teacher_path, "wb") as handle:
+        pickle.dump(teacher, handle)
+    scores, stats = _run_child("teacher", teacher_path, eval_texts, timed, work, args.latency_n)
+    finish("teacher", _softmax(scores), stats, teacher.size_bytes())
+    del teacher
+
+    # Student, distilled on the transfer set.
+    log(f"[{data.name}] student on {len(transfer)} sentences")
+    featurizer = Featurizer(STUDENT_FEATURIZER)
+    features = featurizer.transform(transfer)
+    student = build_mlp(STUDENT_FEATURIZER.dim, n_classes, MlpConfig(hidden=args.hidden))
+    config = FitConfig(
+        epochs=2 if args.quick else args.epochs, alpha=args.alpha, temperature=args.temperature,
+        learning_rate=2e-3, batch_size=64,
+    )
+    fit(student, features, y_transfer, config, seed=args.seed, teacher_logits=teacher_logits)
+    rng = np.random.default_rng(args.seed)
+    representative = features[rng.choice(len(train_texts), min(500, len(train_texts)), False)]
+    del features
+    for mode, name in (("float32", "float"), ("int8", "int8")):
+        blob = to_tflite(student, representative, mode)
+        path = work / f"student-{mode}.tflite"
+        path.write_bytes(blob)
+        scores, stats = _run_child("tflite", path, eval_texts, timed, work, args.latency_n)
+        finish(name, scores, stats, len(blob))
+    keras.backend.clear_session()
+
+    # Baseline.
+    log(f"[{data.name}] svm")
+    svm = train_svm(train_texts, y_train)
+    svm_path = work / "svm.pkl"
+    with open(svm_path, "wb") as handle:
+        pickle.dump(svm, handle)
+    scores, stats = _run_child("svm", svm_path, eval_texts, timed, work, args.latency_n)
+    finish("svm", scores, stats, svm_path.stat().st_size)
+    result.seconds = time.time() - started
+    return result
+
+
+ROW_NAMES = {
+    "int8": "student int8 TFLite",
+    "float": "student float32 TFLite",
+    "teacher": "teacher",
+    "svm": "TF-IDF + linear SVM",
+}
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def table(results: list[Result], teacher: str) -> str:
+    """One markdown table: a row per model, a column group per data set."""
+    head = ["model"]
+    for r in results:
+        has_oos = any(row.oos_recall is not None for row in r.rows.values())
+        acc = "in-scope / oos" if has_oos else "acc"
+        head += [f"{r.dataset} {acc} %", "bytes", "p50 µs", "p99 µs", "RSS MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, title in ROW_NAMES.items():
+        cells = [title + (f" ({teacher})" if key == "teacher" else "")]
+        for r in results:
+            row = r.rows.get(key)
+            if row is None:
+                cells += ["-"] * 5
+                continue
+            acc = f"{row.accuracy:.1f}"
+            if row.oos_recall is not None:
+                acc += f" / {row.oos_recall:.1f}"
+            cells += [acc, _size(row.size), f"{row.p50_us:.0f}", f"{row.p99_us:.0f}",
+                      f"{row.rss_mb:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="snips,hwu64,clinc150")
+    parser.add_argument("--teacher", choices=("mlp", "minilm"), default="minilm")
+    parser.add_argument("--quick", action="store_true", help="2 epochs each: a smoke run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=10, help="student epochs")
+    parser.add_argument("--hidden", type=int, default=256, help="student hidden width")
+    parser.add_argument("--alpha", type=float, default=0.3)
+    parser.add_argument("--temperature", type=float, default=3.0)
+    parser.add_argument("--dropout-copies", type=int, default=1,
+                        help="word-dropped copies of each train sentence in the transfer set")
+    parser.add_argument("--no-other-sets", action="store_true",
+                        help="leave the other data sets' sentences out of the transfer set")
+    parser.add_argument("--latency-n", type=int, default=1000)
+    parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, model, texts, out, n = args.child
+        _child(kind, model, texts, out, int(n))
+        return 0
+    if args.quick:
+        args.latency_n = min(args.latency_n, 200)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    root = args.root or default_root()
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    for name in names:
+        if name not in ALL:
+            parser.error(f"unknown data set {name} (expected {', '.join(ALL)})")
+    loaded = {name: ALL[name](root) for name in ALL}
+    base = args.work or Path(tempfile.gettempdir()) / "voice-agent-bench"
+    started = time.time()
+    results = []
+    for name in names:
+        work = base / name
+        work.mkdir(parents=True, exist_ok=True)
+        others = [] if args.no_other_sets else [d for n, d in loaded.items() if n != name]
+        results.append(bench_dataset(loaded[name], others, args, work))
+        print(f"{loaded[name].name}: {results[-1].seconds:.0f} s", file=sys.stderr, flush=True)
+    print(table(results, args.teacher))
+    print(f"\n{len(names)} data set(s) in {time.time() - started:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

