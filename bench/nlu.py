@@ -198,14 +198,16 @@ def word_dropout(texts: list[str], copies: int, seed: int) -> list[str]:
     return out
 
 
-def choose_threshold(scores: np.ndarray, truth: np.ndarray, oos: int) -> float:
-    """Confidence cut that maximizes the mean of in-scope accuracy and oos recall on val."""
-    best, best_value = -np.inf, -1.0
+def choose_threshold(scores: np.ndarray, truth: np.ndarray, oos: int, cost: float = 1.0) -> float:
+    """Confidence cut with the best oos recall on val that costs at most ``cost`` points of
+    in-scope accuracy (against no cut): out-of-scope rejection must not eat the intents."""
     top = scores.max(1)
-    for cut in np.unique(np.quantile(top, np.linspace(0.0, 0.5, 101))):
-        value = float(np.mean(accuracy(scores, truth, oos, cut)))
-        if value > best_value:
-            best, best_value = float(cut), value
+    base, _ = accuracy(scores, truth, oos, None)
+    best, best_recall = -np.inf, -1.0
+    for cut in np.unique(np.quantile(top, np.linspace(0.0, 0.5, 201))):
+        in_scope, recall = accuracy(scores, truth, oos, float(cut))
+        if in_scope >= base - cost and recall is not None and recall > best_recall:
+            best, best_recall = float(cut), recall
     return best
 
 

@@ -176,6 +176,9 @@ def _float_bytes(model: keras.Model, representative: np.ndarray) -> bytes:
 
 def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -> BuildResult:
     """Train, compress and write ``output/`` for ``spec``; replaces ``output`` atomically."""
+    # A fresh Keras state, so that a second build in the same process draws the same
+    # random numbers as the first: the same spec and seed give the same bytes.
+    keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(options.seed)
     examples = expand_spec(spec, options.sentences_per_intent, options.seed)
     negatives = expand_negatives(spec, options.negatives, options.seed) if spec.negatives else []

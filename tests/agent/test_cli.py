@@ -33,7 +33,9 @@ def test_classify_prints_json(en_model: Path) -> None:
 
 
 def test_classify_reads_stdin(en_model: Path) -> None:
-    out = run("classify", str(en_model), "-", stdin="open the bedroom blinds\n\nlounge lights off\n")
+    out = run(
+        "classify", str(en_model), "-", stdin="open the bedroom blinds\n\nlounge lights off\n"
+    )
     assert out.returncode == 0, out.stderr
     intents = [json.loads(line)["intent"] for line in out.stdout.splitlines()]
     assert intents == ["CoverOpen", "LightOff"]

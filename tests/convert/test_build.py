@@ -34,7 +34,10 @@ def test_model_directory_is_complete(built_ko: Path) -> None:
 def test_tflite_is_full_integer_int8(built_ko: Path) -> None:
     import tensorflow as tf
 
-    interpreter = tf.lite.Interpreter(model_path=str(built_ko / "intent.tflite"))
+    interpreter = tf.lite.Interpreter(
+        model_path=str(built_ko / "intent.tflite"),
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
     interpreter.allocate_tensors()
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
