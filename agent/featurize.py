@@ -53,7 +53,9 @@ class FeaturizerConfig:
 
 def normalize(text: str) -> str:
     """Canonical form of a sentence: NFKC, case-folded, punctuation as single spaces."""
-    folded = _APOSTROPHE.sub("", unicodedata.normalize("NFKC", text).casefold())
+    if not text.isascii():  # NFKC leaves ASCII unchanged; skip it on the common path
+        text = unicodedata.normalize("NFKC", text)
+    folded = _APOSTROPHE.sub("", text.casefold())
     return " ".join(_NON_WORD.sub(" ", folded).split())
 
 

@@ -27,10 +27,14 @@ class ModelError(Exception):
 
 @dataclass(frozen=True)
 class Action:
-    """An MQTT message to publish when the intent is recognized (templates over slots)."""
+    """An MQTT message to publish when the intent is recognized.
+
+    ``topic`` and the strings of ``payload`` (any JSON value; None is an empty message) may
+    hold ``{slot}``; a string that is exactly ``"{slot}"`` becomes the typed slot value.
+    """
 
     topic: str
-    payload: Any
+    payload: Any = None
     retain: bool = False
 
 

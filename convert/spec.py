@@ -21,6 +21,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from agent.metadata import Action
+from agent.slots import SlotValue
 from convert.templates import SLOT_NAME_RE, Template, TemplateError, parse_template
 
 __all__ = [
@@ -75,32 +77,11 @@ class SpecError(Exception):
 
 
 @dataclass(frozen=True)
-class SlotValue:
-    """One value of a slot list: the canonical ``value`` and the phrases that say it."""
-
-    value: str | int
-    synonyms: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class SlotList:
     """A named list of slot values, referenced from templates as ``{name}``."""
 
     name: str
     values: tuple[SlotValue, ...]
-
-
-@dataclass(frozen=True)
-class Action:
-    """An MQTT message to publish; ``topic`` and string ``payload`` parts may hold ``{slot}``.
-
-    ``payload`` is any JSON value (``None`` = empty message); a string that is exactly
-    ``"{slot}"`` is to be replaced by the typed slot value.
-    """
-
-    topic: str
-    payload: object = None
-    retain: bool = False
 
 
 @dataclass(frozen=True)

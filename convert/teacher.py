@@ -57,8 +57,13 @@ def _head(dim: int, n_classes: int, hidden: int, input_dropout: float, dropout: 
 
 
 def _train_head(
-    model: Any, features: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int,
-    learning_rate: float, seed: int,
+    model: Any,
+    features: np.ndarray,
+    labels: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
 ) -> None:
     keras.utils.set_random_seed(seed)
     model.compile(
@@ -205,8 +210,11 @@ class MiniLMTeacher:
             for start in range(0, len(texts), batch_size):
                 index = order[start : start + batch_size]
                 encoded = self._tokenizer(
-                    [texts[i] for i in index], padding=True, truncation=True,
-                    max_length=64, return_tensors="pt",
+                    [texts[i] for i in index],
+                    padding=True,
+                    truncation=True,
+                    max_length=64,
+                    return_tensors="pt",
                 )
                 hidden = self._encoder(**encoded).last_hidden_state
                 mask = encoded["attention_mask"].unsqueeze(-1).float()
