@@ -19,7 +19,7 @@ Build models/NAME from an intent spec (YAML): expand the sentence templates into
 sentences, train a teacher, distill it into a small student, prune it, quantize it to int8,
 and write intent.tflite, model.json, grammar.json (the Vosk vocabulary), report.json,
 report.md and confusion.png. Every stage is scored on a held-out split and summarized at
-the end. The same spec and --seed give the same sentences and the same split."""
+the end. The same spec and --seed give a byte-identical model."""
 
 
 def register(commands: Any) -> None:

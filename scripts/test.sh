@@ -11,6 +11,24 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
+# Programs the tests run for real: a broker, a speech synthesizer, audio tools, PortAudio.
+APT_PACKAGES="mosquitto espeak-ng sox libportaudio2 openssl"
+missing=""
+for package in $APT_PACKAGES; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== apt-get install$missing"
+        apt-get update -qq
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    else
+        echo "missing Debian packages:$missing (run as root, or: sudo apt-get install$missing)" >&2
+        exit 2
+    fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi

@@ -1,0 +1,270 @@
+"""The daemon's one MQTT connection: availability, reconnects, acknowledged publishes.
+
+A paho-mqtt 2.x client on its own network thread. The broker may be down when the agent
+starts or go away later: the link keeps retrying with exponential backoff plus jitter (so
+a room full of Pis does not reconnect in lockstep) and never raises for a network
+problem. A retained ``online``/``offline`` availability message, with ``offline`` as the
+last will, tells Home Assistant whether the agent is alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.actions import Message
+
+logger = logging.getLogger(__name__)
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Where the broker is and how to log in; the password is the secret itself, never logged."""
+
+    host: str
+    port: int = 1883
+    client_id: str = ""
+    """Empty: ``voice-agent-<site_id>``."""
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    ca_file: str | None = None
+    """CA bundle that signed the broker's certificate; None: the system's trust store."""
+    cert_file: str | None = None
+    key_file: str | None = None
+    keepalive: int = 30
+    site_id: str = "default"
+    availability_topic: str = ""
+    """Empty: ``voice-agent/<site_id>/availability``."""
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.client_id:
+            object.__setattr__(self, "client_id", f"voice-agent-{self.site_id}")
+        if not self.availability_topic:
+            object.__setattr__(
+                self, "availability_topic", f"voice-agent/{self.site_id}/availability"
+            )
+        if any(c in self.availability_topic for c in "+#\x00"):
+            raise ValueError(f"availability topic {self.availability_topic!r} has a wildcard")
+        if not 0 < self.reconnect_min <= self.reconnect_max:
+            raise ValueError("need 0 < reconnect_min <= reconnect_max")
+        if self.keepalive <= 0:
+            raise ValueError("keepalive must be positive")
+        if not self.tls and (self.ca_file or self.cert_file or self.key_file):
+            raise ValueError("ca_file, cert_file and key_file need tls = true")
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file needs cert_file")
+        if self.password is not None and self.username is None:
+            raise ValueError("a password needs a username")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def backoff(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """Seconds to wait before retry number ``attempt`` (0-based): exponential, capped, jittered.
+
+    "Equal jitter": half of the exponential step is fixed, half random, so clients that
+    lost the broker together spread out but none retries sooner than ``low``.
+    """
+    ceiling = min(high, low * 2.0 ** min(attempt, 32))
+    return max(low, ceiling / 2 + rng.uniform(0, ceiling / 2))
+
+
+def _describe_os_error(err: BaseException | None) -> str:
+    """One line for a failed connection attempt, naming TLS verification failures plainly."""
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return f"TLS certificate verify failed: {err.verify_message or err.reason}"
+    if isinstance(err, ssl.SSLError):
+        return f"TLS handshake failed: {err.reason or err}"
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused (is the broker running?)"
+    if isinstance(err, TimeoutError):
+        return "connection timed out"
+    if err is None:
+        return "connection failed"
+    return str(err) or type(err).__name__
+
+
+class MqttLink:
+    """A paho client that stays connected, announces availability and publishes with PUBACK."""
+
+    def __init__(self, settings: MqttSettings, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self._rng = rng or random.Random()
+        self._attempt = 0
+        self._stopping = False
+        self._last_problem = ""
+        self._refused = ""
+        self._ready = threading.Event()
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            clean_session=True,
+        )
+        if settings.username is not None:
+            client.username_pw_set(settings.username, settings.password)
+        if settings.tls:
+            # CERT_REQUIRED and hostname checking, always: there is no insecure switch.
+            client.tls_set(
+                ca_certs=settings.ca_file,
+                certfile=settings.cert_file,
+                keyfile=settings.key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        client.will_set(settings.availability_topic, OFFLINE, qos=1, retain=True)
+        # paho reports exceptions raised in our callbacks only through its logger.
+        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"MqttLink({self.settings!r}, connected={self.connected})"
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker has accepted the connection and ``online`` was sent."""
+        return self._ready.is_set() and self._client.is_connected()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until connected or ``timeout`` seconds pass; True when connected."""
+        return self._ready.wait(timeout) and self._client.is_connected()
+
+    def start(self) -> None:
+        """Connect in the background; a broker that is down now is retried, never fatal."""
+        logger.info("connecting to MQTT broker %s", self.settings.address)
+        self._stopping = False
+        self._client.connect_async(
+            self.settings.host, self.settings.port, keepalive=self.settings.keepalive
+        )
+        self._client.loop_start()
+
+    def publish(self, message: Message, timeout: float = 5.0) -> bool:
+        """Publish and wait for the broker's acknowledgement (QoS 1); False if not delivered.
+
+        Never raises for a network problem: not connected, a lost connection or no PUBACK
+        within ``timeout`` seconds all return False.
+        """
+        if not self.connected:
+            logger.debug("not connected; dropping message to %s", message.topic)
+            return False
+        try:
+            info = self._client.publish(
+                message.topic, message.payload, qos=message.qos, retain=message.retain
+            )
+            info.wait_for_publish(timeout)
+            delivered = info.is_published()
+        except (ValueError, RuntimeError) as err:
+            logger.warning("publish to %s failed: %s", message.topic, err)
+            return False
+        if not delivered:
+            logger.warning("no acknowledgement for %s within %.1f s", message.topic, timeout)
+        return delivered
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Announce ``offline`` (retained), disconnect cleanly and stop the network thread."""
+        self._stopping = True
+        was_connected = self.connected
+        if was_connected:
+            self.publish(Message(self.settings.availability_topic, OFFLINE, 1, True), timeout)
+        self._ready.clear()
+        self._client.disconnect()
+        self._client.loop_stop()
+        if was_connected:
+            logger.info("disconnected from MQTT broker %s", self.settings.address)
+
+    # -- paho callbacks, on the network thread --------------------------------------------
+
+    def _next_delay(self) -> float:
+        delay = backoff(
+            self._attempt, self.settings.reconnect_min, self.settings.reconnect_max, self._rng
+        )
+        self._attempt += 1
+        return delay
+
+    def _schedule_retry(self) -> float:
+        # paho waits min_delay after a reset, so setting both bounds makes our delay its delay.
+        delay = self._next_delay()
+        self._client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
+        return delay
+
+    def _problem(self, text: str, delay: float) -> None:
+        # One line per distinct problem, not one per retry, so a broker down all night
+        # does not fill the journal; the repeats go to debug.
+        if text != self._last_problem:
+            self._last_problem = text
+            logger.error(
+                "MQTT broker %s: %s; retrying (next in %.1f s)", self.settings.address, text, delay
+            )
+        elif logger.isEnabledFor(logging.DEBUG):
+            logger.debug("MQTT broker %s: %s; retry in %.1f s", self.settings.address, text, delay)
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            # The disconnect that follows schedules the retry and logs this.
+            self._refused = f"broker refused the connection: {str(reason_code).lower()}"
+            return
+        self._attempt = 0
+        self._last_problem = ""
+        self._refused = ""
+        client.publish(self.settings.availability_topic, ONLINE, qos=1, retain=True)
+        self._ready.set()
+        logger.info("connected to MQTT broker %s", self.settings.address)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # paho calls this from inside its ``except OSError`` block, so the error is current.
+        err = sys.exc_info()[1]
+        self._problem(_describe_os_error(err), self._schedule_retry())
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was_ready = self._ready.is_set()
+        self._ready.clear()
+        if self._stopping:
+            return
+        delay = self._schedule_retry()
+        refused, self._refused = self._refused, ""
+        if was_ready:
+            logger.warning(
+                "lost connection to MQTT broker %s (%s); reconnecting in %.1f s",
+                self.settings.address,
+                reason_code,
+                delay,
+            )
+        elif refused:
+            self._problem(refused, delay)
+        else:
+            # e.g. a plain client on a TLS port: the broker hangs up before any CONNACK.
+            self._problem(f"connection closed before the broker answered ({reason_code})", delay)

@@ -1,0 +1,280 @@
+"""A real mosquitto for the MQTT tests: plain, with a password file, or with TLS.
+
+Each broker listens on a free loopback port with a config written to a temporary
+directory; TLS certificates (a CA, a server certificate for localhost/127.0.0.1, and an
+unrelated CA for the "wrong CA" case) are made at test time with the openssl CLI.
+Import the fixtures into a test module or conftest:
+
+    from tests.agent.broker import auth_broker, broker, tls_broker  # noqa: F401
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import queue
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+HOST = "127.0.0.1"
+USERNAME = "agent"
+PASSWORD = "s3cret-pw"
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """PEM files of a test PKI."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    wrong_ca: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _self_signed_ca(directory: Path, name: str) -> None:
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2",
+        "-subj", f"/CN={name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )  # fmt: skip
+
+
+def make_certificates(directory: Path) -> Certificates:
+    """A CA, a server certificate it signed for localhost and 127.0.0.1, and a stranger CA."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _self_signed_ca(directory, "ca")
+    _self_signed_ca(directory, "wrong-ca")
+    (directory / "server.ext").write_text(
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyAgreement\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid\n"
+    )
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost",
+        cwd=directory,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext",
+        cwd=directory,
+    )  # fmt: skip
+    return Certificates(
+        directory / "ca.crt", directory / "server.crt", directory / "server.key",
+        directory / "wrong-ca.crt",
+    )  # fmt: skip
+
+
+class Mosquitto:
+    """One mosquitto process; ``stop()`` (or the fixture) terminates it."""
+
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        certificates: Certificates | None = None,
+        password: bool = False,
+    ) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.certificates = certificates
+        directory.mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"listener {self.port} {HOST}",
+            "persistence false",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+        ]
+        if getpass.getuser() == "root":
+            # mosquitto drops root to the "mosquitto" user, who cannot read the temp dir.
+            lines.append("user root")
+        if password:
+            passwd = directory / "passwd"
+            subprocess.run(
+                [MOSQUITTO_PASSWD, "-b", "-c", str(passwd), USERNAME, PASSWORD],
+                check=True,
+                capture_output=True,
+            )
+            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        else:
+            lines.append("allow_anonymous true")
+        if certificates is not None:
+            lines += [
+                f"cafile {certificates.ca}",
+                f"certfile {certificates.server_cert}",
+                f"keyfile {certificates.server_key}",
+            ]
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.log = directory / "mosquitto.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        """Start the broker and wait until its port accepts connections."""
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while not _port_open(self.port):
+            if self._process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mosquitto did not listen on {self.port}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+
+class Subscriber:
+    """A paho client that subscribes before returning and collects every message it gets."""
+
+    def __init__(
+        self,
+        port: int,
+        topics: str | tuple[str, ...],
+        *,
+        ca_file: Path | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self._subscribed = threading.Event()
+        topic_list = (topics,) if isinstance(topics, str) else topics
+        client = paho.Client(CallbackAPIVersion.VERSION2)
+        if username is not None:
+            client.username_pw_set(username, password)
+        if ca_file is not None:
+            client.tls_set(ca_certs=str(ca_file))
+
+        def on_connect(c: paho.Client, u: object, f: object, rc: object, p: object) -> None:
+            c.subscribe([(t, 1) for t in topic_list])
+
+        def on_subscribe(c: paho.Client, u: object, mid: int, rcs: object, p: object) -> None:
+            self._subscribed.set()
+
+        def on_message(c: paho.Client, u: object, message: paho.MQTTMessage) -> None:
+            self.messages.put(message)
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_message = on_message
+        client.connect(HOST, port, keepalive=10)
+        client.loop_start()
+        self._client = client
+        if not self._subscribed.wait(10):
+            self.close()
+            raise RuntimeError("subscriber did not get its SUBACK")
+
+    def get(self, timeout: float = 5.0) -> paho.MQTTMessage:
+        """The next message, or AssertionError when none comes within ``timeout``."""
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no MQTT message within {timeout} s") from None
+
+    def wait_for(self, topic: str, payload: bytes | None = None, timeout: float = 5.0):
+        """The first message on ``topic`` (with ``payload``, if given), skipping others."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no message on {topic} ({payload!r}) within {timeout} s")
+            message = self.get(left)
+            if message.topic == topic and (payload is None or message.payload == payload):
+                return message
+
+    def json(self, timeout: float = 5.0) -> tuple[str, object]:
+        message = self.get(timeout)
+        return message.topic, json.loads(message.payload)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """An anonymous mosquitto on a free loopback port."""
+    process = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A mosquitto that wants ``USERNAME``/``PASSWORD``."""
+    process = Mosquitto(tmp_path_factory.mktemp("mosquitto-auth"), password=True).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_broker(
+    tmp_path_factory: pytest.TempPathFactory, certificates: Certificates
+) -> Iterator[Mosquitto]:
+    """An anonymous mosquitto that speaks only TLS, with a certificate from ``certificates.ca``."""
+    process = Mosquitto(tmp_path_factory.mktemp("mosquitto-tls"), certificates=certificates)
+    process.start()
+    yield process
+    process.stop()
