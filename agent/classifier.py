@@ -62,8 +62,7 @@ class IntentClassifier:
         self._in_scale = 1.0 / in_scale if in_scale else 0.0
         self._in_zero = float(in_zero)
         self._out_scale, self._out_zero = out["quantization"]
-        self._features = np.zeros(dim, np.float32)
-        self._input = np.zeros((1, dim), self._input_dtype)
+        self._input = np.full((1, dim), self._in_zero, self._input_dtype)
         self._none = info.labels.index(NONE_LABEL) if NONE_LABEL in info.labels else -1
 
     @classmethod
@@ -74,16 +73,21 @@ class IntentClassifier:
 
     def probabilities(self, text: str) -> np.ndarray:
         """Probability of every label (in ``info.labels`` order) for ``text``."""
-        features = self.featurizer.into(text, self._features)
+        return self._scores(normalize(text).split())
+
+    def _scores(self, words: list[str]) -> np.ndarray:
+        buckets, weights = self.featurizer.sparse_words(words)
+        row = self._input[0]
         if self._in_scale:
-            # int8 input: q = round(x / scale) + zero_point, done in place on the float buffer.
-            np.multiply(features, self._in_scale, out=features)
-            np.rint(features, out=features)
-            features += self._in_zero
-            np.clip(features, -128, 127, out=features)
-        self._input[0] = features
+            # int8 input: q = round(x / scale) + zero_point, computed for the touched
+            # buckets only; every other bucket holds the zero point already.
+            quantized = np.rint(weights * self._in_scale) + self._in_zero
+            row[buckets] = np.clip(quantized, -128, 127)
+        else:
+            row[buckets] = weights
         self.interpreter.set_tensor(self._input_index, self._input)
         self.interpreter.invoke()
+        row[buckets] = self._in_zero  # back to the all-zero vector for the next call
         raw = self.interpreter.get_tensor(self._output_index)[0]
         if self._out_scale:
             return (raw.astype(np.float32) - self._out_zero) * self._out_scale
@@ -92,7 +96,7 @@ class IntentClassifier:
     def classify(self, text: str) -> Classification:
         """Intent, confidence and slots of ``text``, or a rejection with its reason."""
         normalized = normalize(text)
-        probs = self.probabilities(normalized)
+        probs = self._scores(normalized.split())
         best = int(np.argmax(probs))
         confidence = float(probs[best])
         label = self.info.labels[best]

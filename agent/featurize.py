@@ -101,23 +101,25 @@ class Featurizer:
             self._cache[key] = result
         return result
 
-    def _units(self, text: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        words = tokenize(text)
+    def sparse_words(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The vector of already-normalized ``words`` as sorted bucket indices and their
+        L2-normalized weights: a sentence touches ~100 of thousands of buckets, so the
+        runtime quantizes just these instead of the whole vector."""
         units = [self._unit(word) for word in words]
         for n in range(2, self.config.word_ngrams + 1):
             units.extend(self._unit(" ".join(words[i : i + n])) for i in range(len(words) - n + 1))
-        return units
+        if not units:
+            return self._empty
+        buckets, where = np.unique(np.concatenate([u[0] for u in units]), return_inverse=True)
+        sums = np.bincount(where, np.concatenate([u[1] for u in units]))
+        sums *= 1.0 / np.sqrt(np.dot(sums, sums))
+        return buckets, sums.astype(np.float32)
 
     def into(self, text: str, out: np.ndarray) -> np.ndarray:
-        """Write the vector of ``text`` into the preallocated ``out`` (reused by the runtime)."""
+        """Write the vector of ``text`` into the preallocated ``out``."""
         out.fill(0.0)
-        units = self._units(text)
-        if units:
-            index = np.concatenate([u[0] for u in units])
-            value = np.concatenate([u[1] for u in units])
-            np.add.at(out, index, value)
-            norm = float(np.sqrt(np.dot(out, out)))
-            out *= 1.0 / norm
+        buckets, weights = self.sparse_words(tokenize(text))
+        out[buckets] = weights
         return out
 
     def vector(self, text: str) -> np.ndarray:
