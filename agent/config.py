@@ -1,0 +1,740 @@
+"""The daemon's configuration: one TOML file plus command-line overrides, checked once at start.
+
+:func:`load_config` reads the file, applies the overrides, checks every value and returns a
+frozen :class:`Config` with the MQTT settings ready-made (password resolved). Nothing else
+in the agent reads configuration files or environment variables. Every problem is a
+:class:`ConfigError` whose ``str()`` is one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final
+
+from agent.errors import UsageError
+from agent.metadata import METADATA_FILE
+from agent.mqtt import MqttSettings
+from agent.tflite import RUNTIMES
+
+__all__ = [
+    "DEFAULT_TOML",
+    "SEARCH_PATHS",
+    "AudioConfig",
+    "Config",
+    "ConfigError",
+    "LogConfig",
+    "ModelConfig",
+    "VoskConfig",
+    "WakeConfig",
+    "config_paths",
+    "find_config",
+    "load_config",
+]
+
+SEARCH_PATHS: Final = (Path("/etc/voice-agent/config.toml"),)
+"""Where the daemon looks for its configuration when no ``--config`` is given."""
+DEFAULTS_NAME: Final = "defaults"
+"""What errors name as the file when no configuration file is used."""
+OVERRIDES_NAME: Final = "command line"
+"""What errors name as the file for a value that came from the overrides."""
+AUDIO_SOURCES: Final = ("microphone", "wav", "stdin")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+TLS_PORT: Final = 8883
+
+DEFAULT_TOML: Final = """\
+# voice-agent configuration (/etc/voice-agent/config.toml).
+# Every key is optional: the values below are the defaults. Relative paths are resolved
+# against the folder of this file.
+
+[model]
+# The intent model directory made by 'voice-agent convert' (holds model.json).
+path = "/var/lib/voice-agent/models/smart-home-en"
+# TFLite runtime: "auto" (the first that imports), "tflite_runtime", "ai_edge_litert"
+# or "tensorflow".
+runtime = "auto"
+# Interpreter threads (1 or more).
+threads = 1
+
+[vosk]
+# The Vosk speech model directory.
+model = "/var/lib/voice-agent/vosk/vosk-model-small-en-us-0.15"
+# Constrain recognition to the intent model's words (its grammar.json).
+grammar = true
+# Drop an utterance when more than this share of its words (0 to 1) is off-grammar.
+max_unk_ratio = 0.5
+
+[wake]
+# Words that must start a command, e.g. "hey pi"; "" listens to everything.
+phrase = ""
+# Seconds after the wake phrase during which a command is accepted (more than 0).
+window = 5.0
+
+[audio]
+# Where speech comes from: "microphone", "wav" or "stdin" (raw 16-bit PCM).
+source = "microphone"
+# Input device: a name (or part of one), an index such as 2, or "" for the default device.
+device = ""
+# Sample rate in Hz (8000 to 192000); 0 uses the device's own rate. Required for "stdin".
+rate = 0
+# 1 or 2 channels; 0 uses the device's own (mono for "stdin").
+channels = 0
+# For source = "wav": a .wav file or a folder of them.
+wav = ""
+
+[mqtt]
+# The broker.
+host = "localhost"
+# Broker port (1 to 65535); unset: 1883, or 8883 with tls = true.
+# port = 1883
+# MQTT client id; "" derives "voice-agent-<site_id>".
+client_id = ""
+# This agent's site id in Hermes messages and topics.
+site_id = "default"
+# User name; "" logs in anonymously.
+username = ""
+# The password, one of three ways (at most one, and only with a username):
+#   password      = the secret itself: discouraged, and refused if this file is
+#                   world-readable (chmod 600 it);
+#   password_file = a file holding it (trailing newline ignored), e.g. a systemd credential;
+#   password_env  = the name of an environment variable holding it.
+# password = ""
+password_file = ""
+password_env = ""
+# Connect with TLS (the certificate and host name are always verified).
+tls = false
+# CA bundle that signed the broker's certificate; "" uses the system's trust store.
+ca_file = ""
+# Client certificate and its key, for brokers that require one; "" for none.
+cert_file = ""
+key_file = ""
+# Seconds between keepalive pings (1 to 65535).
+keepalive = 30
+# Retained online/offline topic; "" derives "voice-agent/<site_id>/availability".
+availability_topic = ""
+# Seconds to wait before reconnecting: doubles from reconnect_min up to reconnect_max.
+reconnect_min = 1.0
+reconnect_max = 60.0
+
+[log]
+# "debug", "info", "warning" or "error".
+level = "info"
+"""
+
+
+class ConfigError(UsageError):
+    """The configuration is unusable; ``str()`` is one line: ``FILE: KEY: problem``."""
+
+
+# -- the result ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``[model]``: the intent model directory and the TFLite runtime that runs it."""
+
+    path: Path
+    runtime: str
+    threads: int
+
+
+@dataclass(frozen=True)
+class VoskConfig:
+    """``[vosk]``: the speech model and how strictly it is held to the intent grammar."""
+
+    model: Path
+    grammar: bool
+    max_unk_ratio: float
+
+
+@dataclass(frozen=True)
+class WakeConfig:
+    """``[wake]``: an optional phrase that must precede a command, and for how long it holds."""
+
+    phrase: str
+    window: float
+
+    @property
+    def enabled(self) -> bool:
+        """True when a wake phrase is configured."""
+        return bool(self.phrase)
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """``[audio]``: where speech comes from; 0 and None mean "the device's own"."""
+
+    source: str
+    device: str | int | None
+    rate: int
+    channels: int
+    wav: Path | None
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """``[log]``: how much the daemon logs."""
+
+    level: str
+
+    @property
+    def level_number(self) -> int:
+        """The :mod:`logging` level, e.g. ``logging.INFO``."""
+        return int(logging.getLevelName(self.level.upper()))
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole, checked configuration; ``source`` names the file it came from or ``defaults``."""
+
+    source: str
+    model: ModelConfig
+    vosk: VoskConfig
+    wake: WakeConfig
+    audio: AudioConfig
+    mqtt: MqttSettings
+    log: LogConfig
+
+
+# -- the schema ---------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A value failed its check; the message is the part after ``FILE: KEY: ``."""
+
+
+def _clean(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped, so it stays one line."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+
+
+def _show(value: object) -> str:
+    """A short TOML-like rendering of a bad value for an error message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = _clean(json.dumps(value, ensure_ascii=False))
+        return text if len(text) <= 60 else text[:56] + '..."'
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**30 else "a very large integer"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    return f"a {type(value).__name__}"
+
+
+def _string(*, empty: bool = True, forbid: str = "", what: str = "") -> Callable[[object], str]:
+    """A string (non-empty unless ``empty``) without NUL or any character of ``forbid``."""
+    shown = [f"'{c}'" for c in forbid]
+    what = what or ("a string" if empty else "a non-empty string") + (
+        f" without {', '.join(shown[:-1])} or {shown[-1]}"
+        if len(shown) > 1
+        else f" without {shown[0]}"
+        if shown
+        else ""
+    )
+
+    def check(value: object) -> str:
+        if (
+            not isinstance(value, str)
+            or (not empty and not value)
+            or any(c in value for c in forbid + "\x00")
+        ):
+            raise _Invalid(f"expected {what}, got {_show(value)}")
+        return value
+
+    return check
+
+
+def _choice(*options: str) -> Callable[[object], str]:
+    listed = ", ".join(f'"{o}"' for o in options[:-1]) + f' or "{options[-1]}"'
+
+    def check(value: object) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise _Invalid(f"expected {listed}, got {_show(value)}")
+        return value
+
+    return check
+
+
+def _integer(low: int, high: int | None = None, what: str = "") -> Callable[[object], int]:
+    what = what or (
+        f"an integer from {low} to {high}" if high is not None else f"an integer of at least {low}"
+    )
+
+    def check(value: object) -> int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok or value < low or (high is not None and value > high):  # type: ignore[operator]
+            raise _Invalid(f"expected {what}, got {_show(value)}")
+        return int(value)  # type: ignore[arg-type]
+
+    return check
+
+
+def _rate(value: object) -> int:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or not (value == 0 or 8000 <= value <= 192000):  # type: ignore[operator]
+        raise _Invalid(
+            f"expected 0 (the device's rate) or a sample rate from 8000 to 192000,"
+            f" got {_show(value)}"
+        )
+    return int(value)  # type: ignore[arg-type]
+
+
+def _number(low: float, high: float | None = None) -> Callable[[object], float]:
+    """A finite int or float; from ``low`` to ``high``, or above ``low`` when ``high`` is None."""
+    what = f"a number from {low:g} to {high:g}" if high is not None else f"a number above {low:g}"
+
+    def check(value: object) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        number = float(value) if ok and abs(value) < 1e300 else math.nan  # type: ignore[arg-type]
+        inside = low <= number <= high if high is not None else number > low
+        if not (math.isfinite(number) and inside):
+            raise _Invalid(f"expected {what}, got {_show(value)}")
+        return number
+
+    return check
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _device(value: object) -> str | int:
+    if isinstance(value, str) and "\x00" not in value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**6:
+        return value
+    raise _Invalid(
+        f"expected a device name or an index (integer of at least 0), got {_show(value)}"
+    )
+
+
+def _env_name(value: object) -> str:
+    if not isinstance(value, str) or "=" in value or "\x00" in value:
+        raise _Invalid(f"expected the name of an environment variable, got {_show(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class _Key:
+    """One configuration key: its default (as TOML would give it) and its check."""
+
+    default: object
+    check: Callable[[object], object]
+    kind: str = "str"
+    """How an override given as text is read: "str", "path", "int", "float" or "bool"."""
+
+
+_path = _string()
+_SCHEMA: Final[Mapping[str, _Key]] = MappingProxyType(
+    {
+        "model.path": _Key(
+            "/var/lib/voice-agent/models/smart-home-en", _string(empty=False), "path"
+        ),
+        "model.runtime": _Key("auto", _choice("auto", *RUNTIMES)),
+        "model.threads": _Key(1, _integer(1, 64), "int"),
+        "vosk.model": _Key(
+            "/var/lib/voice-agent/vosk/vosk-model-small-en-us-0.15", _string(empty=False), "path"
+        ),
+        "vosk.grammar": _Key(True, _boolean, "bool"),
+        "vosk.max_unk_ratio": _Key(0.5, _number(0.0, 1.0), "float"),
+        "wake.phrase": _Key("", _string()),
+        "wake.window": _Key(5.0, _number(0.0), "float"),
+        "audio.source": _Key("microphone", _choice(*AUDIO_SOURCES)),
+        "audio.device": _Key("", _device),
+        "audio.rate": _Key(0, _rate, "int"),
+        "audio.channels": _Key(0, _integer(0, 2, "0 (the device's own), 1 or 2"), "int"),
+        "audio.wav": _Key("", _path, "path"),
+        "mqtt.host": _Key(
+            "localhost", _string(empty=False, forbid=" ", what="a host name or address")
+        ),
+        "mqtt.port": _Key(1883, _integer(1, 65535), "int"),
+        "mqtt.client_id": _Key("", _string()),
+        "mqtt.site_id": _Key("default", _string(empty=False, forbid="+#/")),
+        "mqtt.username": _Key("", _string()),
+        "mqtt.password": _Key("", _string()),
+        "mqtt.password_file": _Key("", _path, "path"),
+        "mqtt.password_env": _Key("", _env_name),
+        "mqtt.tls": _Key(False, _boolean, "bool"),
+        "mqtt.ca_file": _Key("", _path, "path"),
+        "mqtt.cert_file": _Key("", _path, "path"),
+        "mqtt.key_file": _Key("", _path, "path"),
+        "mqtt.keepalive": _Key(30, _integer(1, 65535), "int"),
+        "mqtt.availability_topic": _Key("", _string(forbid="+#")),
+        "mqtt.reconnect_min": _Key(1.0, _number(0.0), "float"),
+        "mqtt.reconnect_max": _Key(60.0, _number(0.0), "float"),
+        "log.level": _Key("info", _choice(*LOG_LEVELS)),
+    }
+)
+_SECTIONS: Final = tuple(dict.fromkeys(key.split(".")[0] for key in _SCHEMA))
+
+
+def _names(keys: list[str]) -> list[str]:
+    return [key.split(".")[1] for key in keys]
+
+
+def _unknown(key: str, section: bool = False) -> str:
+    """``unknown key 'x'`` with the closest known key (difflib) or the known keys."""
+    if section:
+        close = difflib.get_close_matches(key, _SECTIONS, n=1)
+        if close:
+            return f"unknown section '{_clean(key)}' (did you mean '{close[0]}'?)"
+        same_name = [k for k in _SCHEMA if k.split(".")[1] == key]
+        if same_name:
+            return f"unknown key '{_clean(key)}' (did you mean '{same_name[0]}'?)"
+        return f"unknown section '{_clean(key)}' (known: {', '.join(_SECTIONS)})"
+    head, _, name = key.partition(".")
+    siblings = [k for k in _SCHEMA if k.startswith(head + ".")]
+    close = (
+        [f"{head}.{n}" for n in difflib.get_close_matches(name, _names(siblings), n=1)]
+        or [k for k in _SCHEMA if k.split(".")[1] == name]
+        or [
+            k
+            for n in difflib.get_close_matches(name, _names(list(_SCHEMA)), n=1)
+            for k in _SCHEMA
+            if k.split(".")[1] == n
+        ][:1]
+    )
+    if close:
+        return f"unknown key '{_clean(key)}' (did you mean '{close[0]}'?)"
+    known = ", ".join(k.split(".")[1] for k in siblings) if siblings else ", ".join(_SECTIONS)
+    return f"unknown key '{_clean(key)}' (known: {known})"
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or type(err).__name__
+
+
+def _read_toml(path: Path, name: str) -> dict[str, object]:
+    """Parse the file; refuse a world-readable one that holds a literal password."""
+    try:
+        with path.open("rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            data = file.read()
+    except OSError as err:
+        raise ConfigError(f"{name}: cannot read: {_reason(err)}") from None
+    try:
+        text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")  # a BOM is harmless
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{name}: not UTF-8 text (bad byte at offset {err.start})") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        message = str(err)
+        where = re.search(r" \(at line (\d+), column (\d+)\)$", message)
+        problem = _clean(message if where is None else message[: where.start()])
+        problem = problem[:1].lower() + problem[1:]
+        if where is None:
+            raise ConfigError(f"{name}: invalid TOML: {problem}") from None
+        raise ConfigError(
+            f"{name}:{where[1]}: invalid TOML: {problem} (column {where[2]})"
+        ) from None
+    except (ValueError, RecursionError) as err:  # huge integers, absurd nesting
+        problem = "a number is too long" if isinstance(err, ValueError) else "nested too deeply"
+        raise ConfigError(f"{name}: invalid TOML: {problem}") from None
+    mqtt = document.get("mqtt")
+    if isinstance(mqtt, dict) and mqtt.get("password", "") != "" and mode & 0o004:
+        raise ConfigError(
+            f"{name}: holds mqtt.password but is world-readable;"
+            f" chmod 600 {name} or use mqtt.password_file"
+        )
+    return document
+
+
+def _coerce(kind: str, value: object) -> object:
+    """An override given as text (a CLI flag) read as the key's type; anything else as is."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or kind in ("str", "path"):
+        return value
+    text = value.strip()
+    try:
+        if kind == "bool":
+            return {"true": True, "false": False}.get(text.lower(), value)
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+    except ValueError:
+        pass
+    return value
+
+
+@dataclass(frozen=True)
+class _Values:
+    """Checked values by dotted key, where each came from, and which were set explicitly."""
+
+    values: Mapping[str, object]
+    origin: Mapping[str, str]
+    given: frozenset[str]
+    bases: Mapping[str, Path | None]
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.origin[key]}: {key}: {problem}")
+
+    def text(self, key: str) -> str:
+        value = self.values[key]
+        assert isinstance(value, str)
+        return value
+
+    def path(self, key: str) -> Path | None:
+        """The key's path resolved against its file's folder; None when empty."""
+        text = self.text(key)
+        if not text:
+            return None
+        base = self.bases[key]
+        return base / text if base is not None else Path(text)
+
+
+def _collect(
+    document: Mapping[str, object], name: str, base: Path | None, overrides: Mapping[str, object]
+) -> _Values:
+    raw: dict[str, object] = {}
+    origin = dict.fromkeys(_SCHEMA, name)
+    bases: dict[str, Path | None] = dict.fromkeys(_SCHEMA, base)
+    for section, table in document.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{name}: {_unknown(section, section=True)}")
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{name}: {section}: expected a table ([{section}]), got {_show(table)}"
+            )
+        for key, value in table.items():
+            dotted = f"{section}.{key}"
+            if dotted not in _SCHEMA:
+                raise ConfigError(f"{name}: {_unknown(dotted)}")
+            raw[dotted] = value
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if not isinstance(key, str) or key not in _SCHEMA:
+            raise ConfigError(f"{OVERRIDES_NAME}: {_unknown(str(key))}")
+        raw[key] = _coerce(_SCHEMA[key].kind, value)
+        origin[key] = OVERRIDES_NAME
+        bases[key] = None
+    values: dict[str, object] = {}
+    for key, spec in _SCHEMA.items():
+        try:
+            values[key] = spec.check(raw.get(key, spec.default))
+        except _Invalid as bad:
+            raise ConfigError(f"{origin[key]}: {key}: {bad}") from None
+    return _Values(values, origin, frozenset(raw), bases)
+
+
+# -- checks that need the file system or several keys -------------------------------------
+
+
+def _readable(values: _Values, key: str) -> Path | None:
+    """The key's file, after checking that it can be opened; None when unset."""
+    path = values.path(key)
+    if path is None:
+        return None
+    try:
+        path.open("rb").close()
+    except OSError as err:
+        raise values.fail(key, f"{_clean(str(path))}: cannot read: {_reason(err)}") from None
+    return path
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _password(values: _Values, environ: Mapping[str, str]) -> str | None:
+    """The MQTT password from whichever one place names it, or None."""
+    keys = ("mqtt.password", "mqtt.password_file", "mqtt.password_env")
+    chosen = [key for key in keys if values.values[key] != ""]
+    if len(chosen) > 1:
+        raise values.fail(
+            chosen[1],
+            f"set only one of mqtt.password, mqtt.password_file and mqtt.password_env"
+            f" ({chosen[0]} is set too)",
+        )
+    if not chosen:
+        return None
+    key = chosen[0]
+    if values.values["mqtt.username"] == "":
+        raise values.fail(key, "a password needs mqtt.username")
+    if key == "mqtt.password":
+        return values.text(key)
+    if key == "mqtt.password_env":
+        variable = values.text(key)
+        secret = environ.get(variable)
+        if not secret:
+            state = "is not set" if secret is None else "is empty"
+            raise values.fail(key, f"environment variable {_clean(variable)} {state}")
+        return secret
+    path = _readable(values, key)
+    assert path is not None
+    shown = _clean(str(path))
+    try:
+        secret = path.read_bytes().decode("utf-8").rstrip("\r\n")
+    except OSError as err:
+        raise values.fail(key, f"{shown}: cannot read: {_reason(err)}") from None
+    except UnicodeDecodeError:
+        raise values.fail(key, f"{shown}: not UTF-8 text") from None
+    if not secret:
+        raise values.fail(key, f"{shown}: is empty")
+    return secret
+
+
+def _mqtt(values: _Values, environ: Mapping[str, str]) -> MqttSettings:
+    v = values.values
+    tls = bool(v["mqtt.tls"])
+    for key in ("mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file"):
+        if v[key] != "" and not tls:
+            raise values.fail(key, "needs mqtt.tls = true")
+    if v["mqtt.key_file"] != "" and v["mqtt.cert_file"] == "":
+        raise values.fail("mqtt.key_file", "needs mqtt.cert_file")
+    low, high = float(v["mqtt.reconnect_min"]), float(v["mqtt.reconnect_max"])  # type: ignore[arg-type]
+    if low > high:
+        raise values.fail(
+            "mqtt.reconnect_min", f"must not exceed mqtt.reconnect_max ({low:g} > {high:g})"
+        )
+    files = {
+        key: _readable(values, key) for key in ("mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file")
+    }
+    password = _password(values, environ)
+    port = v["mqtt.port"] if "mqtt.port" in values.given or not tls else TLS_PORT
+    try:
+        return MqttSettings(
+            host=values.text("mqtt.host"),
+            port=int(port),  # type: ignore[call-overload]
+            client_id=values.text("mqtt.client_id"),
+            username=values.text("mqtt.username") or None,
+            password=password,
+            tls=tls,
+            ca_file=str(files["mqtt.ca_file"]) if files["mqtt.ca_file"] else None,
+            cert_file=str(files["mqtt.cert_file"]) if files["mqtt.cert_file"] else None,
+            key_file=str(files["mqtt.key_file"]) if files["mqtt.key_file"] else None,
+            keepalive=int(v["mqtt.keepalive"]),  # type: ignore[call-overload]
+            site_id=values.text("mqtt.site_id"),
+            availability_topic=values.text("mqtt.availability_topic"),
+            reconnect_min=low,
+            reconnect_max=high,
+        )
+    except ValueError as err:  # the checks above should make this unreachable
+        raise ConfigError(f"{values.origin['mqtt.host']}: mqtt: {_clean(str(err))}") from None
+
+
+def _audio(values: _Values) -> AudioConfig:
+    v = values.values
+    source = values.text("audio.source")
+    wav = values.path("audio.wav")
+    if source == "wav":
+        if wav is None:
+            raise values.fail("audio.wav", 'required when audio.source = "wav"')
+        if not _exists(wav):
+            raise values.fail("audio.wav", f"{_clean(str(wav))}: does not exist")
+    if source == "stdin" and v["audio.rate"] == 0:
+        raise values.fail("audio.rate", 'required (not 0) when audio.source = "stdin"')
+    device = v["audio.device"]
+    assert isinstance(device, str | int)
+    return AudioConfig(
+        source=source,
+        device=None if device == "" else device,
+        rate=int(v["audio.rate"]),  # type: ignore[call-overload]
+        channels=int(v["audio.channels"]),  # type: ignore[call-overload]
+        wav=wav,
+    )
+
+
+# -- the API ------------------------------------------------------------------------------
+
+
+def config_paths(
+    explicit: Path | None = None, search: tuple[Path, ...] = SEARCH_PATHS
+) -> tuple[Path, ...]:
+    """The files to consider, in order: the explicit one alone if given, else ``search``."""
+    return (explicit,) if explicit is not None else search
+
+
+def find_config(
+    explicit: Path | None = None, search: tuple[Path, ...] = SEARCH_PATHS
+) -> Path | None:
+    """The file to load: ``explicit`` (even if missing: loading then says so), else the first of
+    ``search`` that exists, else None for defaults only."""
+    if explicit is not None:
+        return explicit
+    return next((path for path in search if _exists(path)), None)
+
+
+_NO_OVERRIDES: Final[Mapping[str, object]] = MappingProxyType({})
+
+
+def load_config(
+    path: Path | None,
+    overrides: Mapping[str, object] = _NO_OVERRIDES,
+    environ: Mapping[str, str] = os.environ,
+) -> Config:
+    """Read ``path`` (None: defaults only), apply ``overrides`` (dotted keys, e.g. from CLI flags;
+    None values are ignored) and check everything; raise :class:`ConfigError` on any problem.
+
+    ``environ`` is the only environment read (for ``mqtt.password_env``). Relative paths in the
+    file are resolved against its folder; relative paths in ``overrides`` are left relative
+    to the working directory.
+    """
+    if path is None:
+        name, document, base = DEFAULTS_NAME, {}, None
+    else:
+        path = Path(path)
+        name = _clean(str(path))
+        document = _read_toml(path, name)
+        base = path.absolute().parent
+    values = _collect(document, name, base, overrides)
+    v = values.values
+
+    model = values.path("model.path")
+    assert model is not None
+    if not _exists(model / METADATA_FILE):
+        raise values.fail(
+            "model.path", f"{_clean(str(model))}: not a model directory (no {METADATA_FILE})"
+        )
+    vosk = values.path("vosk.model")
+    assert vosk is not None
+    audio = _audio(values)
+    mqtt = _mqtt(values, environ)
+    return Config(
+        source=name,
+        model=ModelConfig(
+            path=model,
+            runtime=values.text("model.runtime"),
+            threads=int(v["model.threads"]),  # type: ignore[call-overload]
+        ),
+        vosk=VoskConfig(
+            model=vosk,
+            grammar=bool(v["vosk.grammar"]),
+            max_unk_ratio=float(v["vosk.max_unk_ratio"]),  # type: ignore[arg-type]
+        ),
+        wake=WakeConfig(
+            phrase=values.text("wake.phrase"),
+            window=float(v["wake.window"]),  # type: ignore[arg-type]
+        ),
+        audio=audio,
+        mqtt=mqtt,
+        log=LogConfig(level=values.text("log.level")),
+    )
