@@ -73,9 +73,13 @@ class IntentClassifier:
 
     def probabilities(self, text: str) -> np.ndarray:
         """Probability of every label (in ``info.labels`` order) for ``text``."""
-        return self._scores(normalize(text).split())
+        raw = self._raw(normalize(text).split())
+        if self._out_scale:
+            return (raw.astype(np.float32) - self._out_zero) * self._out_scale
+        return raw.copy()
 
-    def _scores(self, words: list[str]) -> np.ndarray:
+    def _raw(self, words: list[str]) -> np.ndarray:
+        """The output tensor as the model wrote it (int8 or float), valid until the next call."""
         buckets, weights = self.featurizer.sparse_words(words)
         row = self._input[0]
         if self._in_scale:
@@ -88,17 +92,16 @@ class IntentClassifier:
         self.interpreter.set_tensor(self._input_index, self._input)
         self.interpreter.invoke()
         row[buckets] = self._in_zero  # back to the all-zero vector for the next call
-        raw = self.interpreter.get_tensor(self._output_index)[0]
-        if self._out_scale:
-            return (raw.astype(np.float32) - self._out_zero) * self._out_scale
-        return raw
+        return self.interpreter.get_tensor(self._output_index)[0]
 
     def classify(self, text: str) -> Classification:
         """Intent, confidence and slots of ``text``, or a rejection with its reason."""
         normalized = normalize(text)
-        probs = self._scores(normalized.split())
-        best = int(np.argmax(probs))
-        confidence = float(probs[best])
+        raw = self._raw(normalized.split())
+        best = int(np.argmax(raw))  # dequantizing is monotonic: argmax the raw output
+        confidence = float(raw[best])
+        if self._out_scale:
+            confidence = (confidence - self._out_zero) * self._out_scale
         label = self.info.labels[best]
         if best == self._none:
             return Classification(normalized, None, confidence, label, (), "out_of_scope")

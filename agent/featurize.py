@@ -74,6 +74,7 @@ class Featurizer:
         # command vocabulary is small, and the cache is bounded for open-ended input.
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._empty = (np.zeros(0, np.intp), np.zeros(0, np.float32))
+        self._scratch = np.zeros(config.dim, np.float32)
 
     def _hash(self, feature: str) -> int:
         return zlib.crc32(feature.encode("utf-8")) & self._mask
@@ -102,24 +103,28 @@ class Featurizer:
         return result
 
     def sparse_words(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The vector of already-normalized ``words`` as sorted bucket indices and their
+        """The vector of already-normalized ``words`` as bucket indices and their
         L2-normalized weights: a sentence touches ~100 of thousands of buckets, so the
-        runtime quantizes just these instead of the whole vector."""
+        runtime quantizes just these instead of the whole vector. An index may repeat
+        (with the same weight), so consumers assign, never add."""
         units = [self._unit(word) for word in words]
         for n in range(2, self.config.word_ngrams + 1):
             units.extend(self._unit(" ".join(words[i : i + n])) for i in range(len(words) - n + 1))
         if not units:
             return self._empty
-        buckets, where = np.unique(np.concatenate([u[0] for u in units]), return_inverse=True)
-        sums = np.bincount(where, np.concatenate([u[1] for u in units]))
-        sums *= 1.0 / np.sqrt(np.dot(sums, sums))
-        return buckets, sums.astype(np.float32)
+        index = np.concatenate([u[0] for u in units])
+        scratch = self._scratch
+        np.add.at(scratch, index, np.concatenate([u[1] for u in units]))
+        weights = scratch[index]
+        weights *= 1.0 / np.sqrt(np.dot(scratch, scratch))
+        scratch[index] = 0.0  # all zeros again for the next sentence
+        return index, weights
 
     def into(self, text: str, out: np.ndarray) -> np.ndarray:
         """Write the vector of ``text`` into the preallocated ``out``."""
         out.fill(0.0)
-        buckets, weights = self.sparse_words(tokenize(text))
-        out[buckets] = weights
+        index, weights = self.sparse_words(tokenize(text))
+        out[index] = weights
         return out
 
     def vector(self, text: str) -> np.ndarray:

@@ -38,7 +38,8 @@ class SlotMatcher:
     def __init__(self, lists: Mapping[str, Iterable[SlotValue]]) -> None:
         # synonym words -> [(slot name, canonical value)], in declaration order
         self._table: dict[tuple[str, ...], list[tuple[str, str | int]]] = {}
-        self._longest = 1
+        # first word -> longest synonym starting with it: most words start none
+        self._starts: dict[str, int] = {}
         for name, values in lists.items():
             for value in values:
                 for synonym in value.synonyms:
@@ -46,7 +47,7 @@ class SlotMatcher:
                     if not words:
                         continue
                     self._table.setdefault(words, []).append((name, value.value))
-                    self._longest = max(self._longest, len(words))
+                    self._starts[words[0]] = max(self._starts.get(words[0], 0), len(words))
 
     def match(self, text: str, names: Iterable[str]) -> tuple[Slot, ...]:
         """Slots of the lists in ``names`` found in ``text`` (already normalized), left to right.
@@ -68,7 +69,8 @@ class SlotMatcher:
         filled: set[str] = set()
         i = 0
         while i < len(words):
-            for length in range(min(self._longest, len(words) - i), 0, -1):
+            longest = self._starts.get(words[i], 0)
+            for length in range(min(longest, len(words) - i), 0, -1):
                 candidates = self._table.get(tuple(words[i : i + length]))
                 if not candidates:
                     continue

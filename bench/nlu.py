@@ -232,14 +232,14 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def make_teacher(name: str, quick: bool, cache: Path) -> Any:
+def make_teacher(name: str, quick: bool, cache: Path, finetune: int = 0) -> Any:
     from convert.teacher import MiniLMTeacher, MlpTeacher
 
     epochs = 2 if quick else 15
     if name == "mlp":
         return MlpTeacher(epochs=epochs)
     if name == "minilm":
-        return MiniLMTeacher(epochs=epochs, cache_dir=cache)
+        return MiniLMTeacher(epochs=epochs, cache_dir=cache, finetune_epochs=finetune)
     raise SystemExit(f"unknown teacher {name}")
 
 
@@ -296,7 +296,7 @@ def bench_dataset(
 
     # Teacher.
     log(f"[{data.name}] teacher {args.teacher}")
-    teacher = make_teacher(args.teacher, args.quick, work.parent / "cache")
+    teacher = make_teacher(args.teacher, args.quick, work.parent / "cache", args.finetune)
     teacher.fit(train_texts, y_train, n_classes, args.seed)
     transfer = train_texts + word_dropout(train_texts, args.dropout_copies, args.seed)
     for other in others:
@@ -386,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="snips,hwu64,clinc150")
     parser.add_argument("--teacher", choices=("mlp", "minilm"), default="minilm")
     parser.add_argument("--quick", action="store_true", help="2 epochs each: a smoke run")
+    parser.add_argument("--finetune", type=int, default=0,
+                        help="epochs of end-to-end MiniLM fine-tuning before the teacher's head")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=10, help="student epochs")
     parser.add_argument("--hidden", type=int, default=256, help="student hidden width")

@@ -165,6 +165,8 @@ class MiniLMTeacher:
         cache_dir: str | Path | None = None,
         threads: int | None = None,
         memoize: bool = True,
+        finetune_epochs: int = 0,
+        finetune_lr: float = 1e-4,
     ) -> None:
         self.featurizer = Featurizer(featurizer) if featurizer is not None else None
         self.hidden = hidden
@@ -177,6 +179,9 @@ class MiniLMTeacher:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.threads = threads
         self.memoize = memoize
+        self.finetune_epochs = finetune_epochs
+        """Epochs of end-to-end encoder training before the head (0 = frozen encoder)."""
+        self.finetune_lr = finetune_lr
         self.model: Any = None
         self._encoder: Any = None
         self._tokenizer: Any = None
@@ -264,8 +269,51 @@ class MiniLMTeacher:
             parts.append(self.featurizer.transform(texts))
         return np.hstack(parts).astype(np.float32)
 
+    def _finetune(self, texts: list[str], labels: np.ndarray, n_classes: int, seed: int) -> None:
+        """Train the encoder end to end under a linear classifier (cross-entropy, AdamW)."""
+        import torch
+
+        self._load()
+        torch.manual_seed(seed)
+        encoder, tokenizer = self._encoder, self._tokenizer
+        classifier = torch.nn.Linear(384, n_classes)
+        params = list(encoder.parameters()) + list(classifier.parameters())
+        optimizer = torch.optim.AdamW(params, lr=self.finetune_lr, weight_decay=0.01)
+        steps = self.finetune_epochs * -(-len(texts) // 32)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: max(0.0, 1.0 - step / max(steps, 1))
+        )
+        target = torch.as_tensor(labels, dtype=torch.long)
+        rng = np.random.default_rng(seed)
+        encoder.train()
+        for _ in range(self.finetune_epochs):
+            order = rng.permutation(len(texts))
+            for start in range(0, len(texts), 32):
+                batch = order[start : start + 32]
+                encoded = tokenizer(
+                    [texts[i] for i in batch], padding=True, truncation=True,
+                    max_length=64, return_tensors="pt",
+                )
+                hidden = encoder(**encoded).last_hidden_state
+                mask = encoded["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                loss = torch.nn.functional.cross_entropy(
+                    classifier(pooled) * 20.0, target[torch.as_tensor(batch)]
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+        encoder.eval()
+        # Embeddings of the frozen encoder no longer apply: never mix them in.
+        self._memo = {}
+        self.cache_dir = None
+
     def fit(self, texts: list[str], labels: np.ndarray, n_classes: int, seed: int) -> None:
-        """Embed ``texts`` (once) and train the MLP head; the encoder stays frozen."""
+        """Optionally fine-tune the encoder, then embed ``texts`` and train the MLP head."""
+        if self.finetune_epochs > 0:
+            self._finetune(texts, labels, n_classes, seed)
         features = self.features(texts)
         self.model = _head(
             features.shape[1], n_classes, self.hidden, self.input_dropout, self.dropout
@@ -281,7 +329,6 @@ class MiniLMTeacher:
         return _predict(self.model, self.features, texts)
 
     def size_bytes(self) -> int:
-        encoder = 0
-        if self._encoder is not None:
-            encoder = 4 * sum(p.numel() for p in self._encoder.parameters())
+        self._load()  # the encoder counts even when every embedding came from the cache
+        encoder = 4 * sum(p.numel() for p in self._encoder.parameters())
         return encoder + (4 * _params(self.model) if self.model is not None else 0)
