@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.featurize import Featurizer, normalize
+from agent.featurize import Featurizer, normalize, tokenize
 from agent.metadata import NONE_LABEL, ModelError, ModelInfo, load_model_info
 from agent.slots import Slot, SlotMatcher
-from agent.tflite import open_interpreter
+from agent.tflite import SparseRunner, open_interpreter
 
 
 @dataclass(frozen=True)
@@ -47,22 +47,12 @@ class IntentClassifier:
             self.interpreter, self.runtime = open_interpreter(info.tflite_path, runtime, threads)
         except (ValueError, RuntimeError) as err:
             raise ModelError(f"{info.tflite_path}: cannot load: {err}") from None
-        inp = self.interpreter.get_input_details()[0]
-        out = self.interpreter.get_output_details()[0]
-        dim = int(inp["shape"][-1])
-        if dim != info.featurizer.dim or int(out["shape"][-1]) != len(info.labels):
+        self.runner = SparseRunner(self.interpreter)
+        if self.runner.dim != info.featurizer.dim or self.runner.classes != len(info.labels):
             raise ModelError(
                 f"{info.tflite_path}: tensor shapes do not match model.json"
                 " (was the directory assembled from different builds?)"
             )
-        self._input_index = inp["index"]
-        self._output_index = out["index"]
-        self._input_dtype = inp["dtype"]
-        in_scale, in_zero = inp["quantization"]
-        self._in_scale = 1.0 / in_scale if in_scale else 0.0
-        self._in_zero = float(in_zero)
-        self._out_scale, self._out_zero = out["quantization"]
-        self._input = np.full((1, dim), self._in_zero, self._input_dtype)
         self._none = info.labels.index(NONE_LABEL) if NONE_LABEL in info.labels else -1
 
     @classmethod
@@ -73,35 +63,14 @@ class IntentClassifier:
 
     def probabilities(self, text: str) -> np.ndarray:
         """Probability of every label (in ``info.labels`` order) for ``text``."""
-        raw = self._raw(normalize(text).split())
-        if self._out_scale:
-            return (raw.astype(np.float32) - self._out_zero) * self._out_scale
-        return raw.copy()
-
-    def _raw(self, words: list[str]) -> np.ndarray:
-        """The output tensor as the model wrote it (int8 or float), valid until the next call."""
-        buckets, weights = self.featurizer.sparse_words(words)
-        row = self._input[0]
-        if self._in_scale:
-            # int8 input: q = round(x / scale) + zero_point, computed for the touched
-            # buckets only; every other bucket holds the zero point already.
-            quantized = np.rint(weights * self._in_scale) + self._in_zero
-            row[buckets] = np.clip(quantized, -128, 127)
-        else:
-            row[buckets] = weights
-        self.interpreter.set_tensor(self._input_index, self._input)
-        self.interpreter.invoke()
-        row[buckets] = self._in_zero  # back to the all-zero vector for the next call
-        return self.interpreter.get_tensor(self._output_index)[0]
+        return self.runner.probabilities(*self.featurizer.sparse_words(tokenize(text)))
 
     def classify(self, text: str) -> Classification:
         """Intent, confidence and slots of ``text``, or a rejection with its reason."""
         normalized = normalize(text)
-        raw = self._raw(normalized.split())
+        raw = self.runner.raw(*self.featurizer.sparse_words(normalized.split()))
         best = int(np.argmax(raw))  # dequantizing is monotonic: argmax the raw output
-        confidence = float(raw[best])
-        if self._out_scale:
-            confidence = (confidence - self._out_zero) * self._out_scale
+        confidence = self.runner.probability(float(raw[best]))
         label = self.info.labels[best]
         if best == self._none:
             return Classification(normalized, None, confidence, label, (), "out_of_scope")

@@ -78,33 +78,17 @@ def _child(kind: str, model_path: str, texts_path: str, out_path: str, n_latency
     if kind == "tflite":
         from tflite_runtime.interpreter import Interpreter
 
+        from agent.featurize import tokenize
+        from agent.tflite import SparseRunner
+
         featurizer = Featurizer(FeaturizerConfig.from_json(payload["featurizer"]))
         interpreter = Interpreter(model_path=model_path, num_threads=1)
         interpreter.allocate_tensors()
-        inp = interpreter.get_input_details()[0]
-        out = interpreter.get_output_details()[0]
-        dim = int(inp["shape"][-1])
-        in_scale, in_zero = inp["quantization"]
-        inv_scale = 1.0 / in_scale if in_scale else 0.0
-        out_scale, out_zero = out["quantization"]
-        buffer = np.zeros(dim, np.float32)
-        batch = np.zeros((1, dim), inp["dtype"])
+        runner = SparseRunner(interpreter)
 
-        # The same steps as agent.classifier.IntentClassifier.probabilities.
+        # The Pi's path: agent.classifier.IntentClassifier runs the model the same way.
         def run(text: str) -> np.ndarray:
-            features = featurizer.into(text, buffer)
-            if inv_scale:
-                np.multiply(features, inv_scale, out=features)
-                np.rint(features, out=features)
-                features += in_zero
-                np.clip(features, -128, 127, out=features)
-            batch[0] = features
-            interpreter.set_tensor(inp["index"], batch)
-            interpreter.invoke()
-            raw = interpreter.get_tensor(out["index"])[0]
-            if out_scale:
-                return (raw.astype(np.float32) - out_zero) * out_scale
-            return raw.astype(np.float32)
+            return runner.probabilities(*featurizer.sparse_words(tokenize(text)))
 
     elif kind == "teacher":
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
@@ -174,8 +158,16 @@ def _run_child(
     )
     out_path = work / f"{kind}-{model_path.stem}-scores.npy"
     env = dict(os.environ, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, str(model_path),
-           str(texts_path), str(out_path), str(n_latency)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        kind,
+        str(model_path),
+        str(texts_path),
+        str(out_path),
+        str(n_latency),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"child {kind} failed:\n{proc.stderr[-3000:]}")
@@ -290,8 +282,9 @@ def bench_dataset(
         if oos is not None and y_val is not None:
             threshold = choose_threshold(scores[:n_val], y_val, oos)
         acc, oos_recall = accuracy(scores[n_val:], y_test, oos, threshold)
-        result.rows[name] = Row(acc, oos_recall, size, stats["p50"], stats["p99"],
-                                stats["rss_mb"], threshold)
+        result.rows[name] = Row(
+            acc, oos_recall, size, stats["p50"], stats["p99"], stats["rss_mb"], threshold
+        )
         log(f"  {name}: {acc:.2f} / {oos_recall} thr={threshold} {stats}")
 
     # Teacher.
@@ -318,8 +311,11 @@ def bench_dataset(
     features = featurizer.transform(transfer)
     student = build_mlp(STUDENT_FEATURIZER.dim, n_classes, MlpConfig(hidden=args.hidden))
     config = FitConfig(
-        epochs=2 if args.quick else args.epochs, alpha=args.alpha, temperature=args.temperature,
-        learning_rate=2e-3, batch_size=64,
+        epochs=2 if args.quick else args.epochs,
+        alpha=args.alpha,
+        temperature=args.temperature,
+        learning_rate=2e-3,
+        batch_size=64,
     )
     fit(student, features, y_transfer, config, seed=args.seed, teacher_logits=teacher_logits)
     rng = np.random.default_rng(args.seed)
@@ -375,8 +371,13 @@ def table(results: list[Result], teacher: str) -> str:
             acc = f"{row.accuracy:.1f}"
             if row.oos_recall is not None:
                 acc += f" / {row.oos_recall:.1f}"
-            cells += [acc, _size(row.size), f"{row.p50_us:.0f}", f"{row.p99_us:.0f}",
-                      f"{row.rss_mb:.0f}"]
+            cells += [
+                acc,
+                _size(row.size),
+                f"{row.p50_us:.0f}",
+                f"{row.p99_us:.0f}",
+                f"{row.rss_mb:.0f}",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -386,17 +387,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="snips,hwu64,clinc150")
     parser.add_argument("--teacher", choices=("mlp", "minilm"), default="minilm")
     parser.add_argument("--quick", action="store_true", help="2 epochs each: a smoke run")
-    parser.add_argument("--finetune", type=int, default=0,
-                        help="epochs of end-to-end MiniLM fine-tuning before the teacher's head")
+    parser.add_argument(
+        "--finetune",
+        type=int,
+        default=0,
+        help="epochs of end-to-end MiniLM fine-tuning before the teacher's head",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=10, help="student epochs")
     parser.add_argument("--hidden", type=int, default=256, help="student hidden width")
     parser.add_argument("--alpha", type=float, default=0.3)
     parser.add_argument("--temperature", type=float, default=3.0)
-    parser.add_argument("--dropout-copies", type=int, default=1,
-                        help="word-dropped copies of each train sentence in the transfer set")
-    parser.add_argument("--no-other-sets", action="store_true",
-                        help="leave the other data sets' sentences out of the transfer set")
+    parser.add_argument(
+        "--dropout-copies",
+        type=int,
+        default=1,
+        help="word-dropped copies of each train sentence in the transfer set",
+    )
+    parser.add_argument(
+        "--no-other-sets",
+        action="store_true",
+        help="leave the other data sets' sentences out of the transfer set",
+    )
     parser.add_argument("--latency-n", type=int, default=1000)
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder")

@@ -85,13 +85,18 @@ class BuildResult:
     report: dict[str, Any]
 
 
+def _by_label(examples: list[Example]) -> dict[str, list[Example]]:
+    by_label: dict[str, list[Example]] = {}
+    for example in examples:
+        by_label.setdefault(example.intent, []).append(example)
+    return by_label
+
+
 def split(
     examples: list[Example], fraction: float, seed: int
 ) -> tuple[list[Example], list[Example]]:
     """Stratified hold-out: ``fraction`` of each label (at least one when it has two)."""
-    by_label: dict[str, list[Example]] = {}
-    for example in examples:
-        by_label.setdefault(example.intent, []).append(example)
+    by_label = _by_label(examples)
     train: list[Example] = []
     held: list[Example] = []
     for label in sorted(by_label):
@@ -107,9 +112,7 @@ def split(
 def balance(examples: list[Example], share: float = 0.3) -> list[Example]:
     """Repeat the sentences of small intents until each has ``share`` of the largest's
     count: an intent with few phrasings must not lose to one with a thousand."""
-    by_label: dict[str, list[Example]] = {}
-    for example in examples:
-        by_label.setdefault(example.intent, []).append(example)
+    by_label = _by_label(examples)
     target = int(max((len(v) for v in by_label.values()), default=0) * share)
     out: list[Example] = []
     for items in by_label.values():
@@ -170,10 +173,6 @@ def _teacher(name: str) -> Any:
     raise ValueError(f"unknown teacher '{name}' (expected none, mlp or minilm)")
 
 
-def _float_bytes(model: keras.Model, representative: np.ndarray) -> bytes:
-    return to_tflite(model, representative, "float32")
-
-
 def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -> BuildResult:
     """Train, compress and write ``output/`` for ``spec``; replaces ``output`` atomically."""
     # A fresh Keras state, so that a second build in the same process draws the same
@@ -188,7 +187,6 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
         negatives += noise(spec, vocabulary, known, options.noise, options.seed)
     labels = [intent.name for intent in spec.intents] + ([NONE_LABEL] if negatives else [])
     index = {label: i for i, label in enumerate(labels)}
-    index[NONE_INTENT] = index.get(NONE_LABEL, -1)
     none = index.get(NONE_LABEL, -1)
     train, held = split(examples + negatives, options.validation, options.seed)
     progress(
@@ -228,10 +226,11 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
                 p99,
             )
         )
-    x_transfer = featurizer.transform(transfer_texts)
-    y_transfer = np.concatenate([y_train, np.full(len(transfer_texts) - len(train_texts), -1)])
-    if teacher_logits is None:
-        x_transfer, y_transfer = x_train, y_train
+    x_transfer, y_transfer = x_train, y_train
+    if teacher_logits is not None:
+        copies = transfer_texts[len(train_texts) :]
+        x_transfer = np.concatenate([x_train, featurizer.transform(copies)])
+        y_transfer = np.concatenate([y_train, np.full(len(copies), -1, np.int32)])
 
     # 2. Student, distilled from the teacher (or trained on labels alone).
     student = build_mlp(featurizer.config.dim, n_classes, options.student)
@@ -244,7 +243,7 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
         teacher_logits=teacher_logits,
         on_epoch=epochs("student", options.epochs),
     )
-    float_model = TFLiteModel(_float_bytes(student, representative), featurizer)
+    float_model = TFLiteModel(to_tflite(student, representative, "float32"), featurizer)
     stages.append(
         _stage(
             "float student",
@@ -277,7 +276,7 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
             pruner=pruner,
             on_epoch=epochs("prune", options.prune_epochs),
         )
-        pruned_model = TFLiteModel(_float_bytes(pruned, representative), featurizer)
+        pruned_model = TFLiteModel(to_tflite(pruned, representative, "float32"), featurizer)
         gz = len(gzip.compress(pruned_model.content, 9))
         stages.append(
             _stage(
@@ -293,6 +292,7 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
     # 4. Quantization of the final network, calibrated on real feature vectors.
     content = to_tflite(final, representative, options.quantize)
     final_model = TFLiteModel(content, featurizer)
+    probs = final_model.probabilities(held_texts)
     stages.append(
         _stage(
             f"{options.quantize} student",
@@ -300,9 +300,9 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
             held_texts,
             y_held,
             f"{len(gzip.compress(content, 9))} bytes gzipped",
+            probs,
         )
     )
-    probs = final_model.probabilities(held_texts)
     rejection = calibrate(probs, y_held, none, floor=0.5)
     progress(
         f"threshold {rejection.threshold:.2f}: in-scope accuracy {rejection.in_scope_accuracy:.1%},"
@@ -317,7 +317,7 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
         "spec": os.path.basename(spec.path),
         "spec_sha256": spec.sha256,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "options": _options_json(options),
+        "options": asdict(options),
         "counts": {
             "sentences": len(examples),
             "out_of_scope": len(negatives),
@@ -372,16 +372,18 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
 
 
 def _stage(
-    name: str, model: TFLiteModel, texts: list[str], truth: np.ndarray, note: str
+    name: str,
+    model: TFLiteModel,
+    texts: list[str],
+    truth: np.ndarray,
+    note: str,
+    probs: np.ndarray | None = None,
 ) -> StageResult:
-    pred = model.probabilities(texts).argmax(1)
+    if probs is None:
+        probs = model.probabilities(texts)
+    pred = probs.argmax(1)
     p50, p99 = latency_us(model.classify_one, texts[:300])
     return StageResult(name, float(np.mean(pred == truth)), len(model.content), p50, p99, note)
-
-
-def _options_json(options: BuildOptions) -> dict[str, Any]:
-    data = asdict(options)
-    return data
 
 
 def _write(

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from agent.featurize import Featurizer
+from agent.featurize import Featurizer, tokenize
+from agent.tflite import SparseRunner
 from convert.quiet import silenced
 
 
@@ -35,37 +36,24 @@ class StageResult:
 
 
 class TFLiteModel:
-    """A TFLite flatbuffer run with TensorFlow's interpreter, one sentence at a time."""
+    """A TFLite flatbuffer run with TensorFlow's interpreter the way the Pi runs it
+    (:class:`agent.tflite.SparseRunner`), one sentence at a time."""
 
     def __init__(self, content: bytes, featurizer: Featurizer) -> None:
         self.content = content
         self.featurizer = featurizer
         with silenced():
-            self.interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
-            self.interpreter.allocate_tensors()
-        inp = self.interpreter.get_input_details()[0]
-        out = self.interpreter.get_output_details()[0]
-        self._in, self._out = inp["index"], out["index"]
-        self._in_dtype = inp["dtype"]
-        self._in_q = inp["quantization"]
-        self._out_q = out["quantization"]
-        self._buffer = np.zeros(featurizer.config.dim, np.float32)
-
-    def _invoke(self, vector: np.ndarray) -> np.ndarray:
-        scale, zero = self._in_q
-        if scale:
-            vector = np.clip(np.rint(vector / scale) + zero, -128, 127)
-        self.interpreter.set_tensor(self._in, vector[None, :].astype(self._in_dtype))
-        self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self._out)[0]
-        scale, zero = self._out_q
-        return (raw.astype(np.float32) - zero) * scale if scale else raw
+            interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
+            interpreter.allocate_tensors()
+        self.runner = SparseRunner(interpreter)
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        return np.stack([self._invoke(self.featurizer.into(t, self._buffer)) for t in texts])
+        return np.stack(
+            [self.runner.probabilities(*self.featurizer.sparse_words(tokenize(t))) for t in texts]
+        )
 
     def classify_one(self, text: str) -> int:
-        return int(np.argmax(self._invoke(self.featurizer.into(text, self._buffer))))
+        return int(np.argmax(self.runner.raw(*self.featurizer.sparse_words(tokenize(text)))))
 
 
 def latency_us(

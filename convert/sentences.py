@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from agent.metadata import NONE_LABEL
 from convert.spec import Intent, SlotList, SlotValue, Spec
 from convert.templates import Expansion, SlotRef, Template
 
@@ -27,7 +28,7 @@ __all__ = [
     "render",
 ]
 
-NONE_INTENT: Final = "<none>"
+NONE_INTENT: Final = NONE_LABEL
 """Label of out-of-scope (negative) examples; not a valid intent name, so it cannot clash."""
 
 DEFAULT_LIMIT: Final = 1000
