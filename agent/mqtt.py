@@ -113,6 +113,7 @@ class MqttLink:
         self._last_problem = ""
         self._refused = ""
         self._ready = threading.Event()
+        self._online_mid = -1
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
@@ -135,6 +136,7 @@ class MqttLink:
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
         self._client = client
 
     def __repr__(self) -> str:
@@ -142,7 +144,7 @@ class MqttLink:
 
     @property
     def connected(self) -> bool:
-        """True while the broker has accepted the connection and ``online`` was sent."""
+        """True while the broker has accepted the connection and acknowledged ``online``."""
         return self._ready.is_set() and self._client.is_connected()
 
     def wait_connected(self, timeout: float) -> bool:
@@ -233,9 +235,22 @@ class MqttLink:
         self._attempt = 0
         self._last_problem = ""
         self._refused = ""
-        client.publish(self.settings.availability_topic, ONLINE, qos=1, retain=True)
-        self._ready.set()
+        # Ready once the broker has stored the retained ``online`` (its PUBACK), so that
+        # anyone who subscribes after wait_connected() returns is told the state.
+        info = client.publish(self.settings.availability_topic, ONLINE, qos=1, retain=True)
+        self._online_mid = info.mid
         logger.info("connected to MQTT broker %s", self.settings.address)
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if mid == self._online_mid:
+            self._ready.set()
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # paho calls this from inside its ``except OSError`` block, so the error is current.
