@@ -225,19 +225,27 @@ def stdin_source(
     rate: int,
     channels: int = 1,
     stream: BinaryIO | None = None,
-    chunk_frames: int = CHUNK_FRAMES,
+    chunk_frames: int | None = None,
 ) -> Iterator[Item]:
-    """Yield raw little-endian 16-bit PCM read from ``stream`` (default: binary stdin)."""
+    """Yield raw little-endian 16-bit PCM read from ``stream`` (default: binary stdin).
+
+    A live stream is passed on as it arrives (at most ``chunk_frames`` at a time, default
+    50 ms' worth), never held back to fill a chunk: the end of an utterance must reach the
+    recognizer at once.
+    """
     if rate <= 0 or channels not in (1, 2):
         raise AudioError(
             f"<stdin>: need a positive rate and 1 or 2 channels, got {rate}, {channels}"
         )
     source = stream if stream is not None else sys.stdin.buffer
     frame = SAMPLE_WIDTH * channels
-    size = chunk_frames * frame
+    size = (chunk_frames or max(1, rate // 20)) * frame
+    # read1 returns what the pipe has (blocking only while it has nothing); read would
+    # wait for a whole chunk.
+    read = getattr(source, "read1", source.read)
     tail = b""
     while True:
-        data = source.read(size)
+        data = read(size)
         if not data:
             break
         if tail:
@@ -308,7 +316,7 @@ def microphone_source(
     device: str | int | None = None,
     rate: int | None = None,
     channels: int | None = None,
-    block_ms: int = 100,
+    block_ms: int = 50,
 ) -> Iterator[AudioChunk]:
     """Yield chunks from an input device until the consumer stops iterating.
 

@@ -1,9 +1,10 @@
 """The runtime intent classifier: transcript -> intent, confidence and slots.
 
-One featurize into a preallocated buffer, one int8 TFLite invoke, one slot scan: tens of
-microseconds, no TensorFlow. A transcript is rejected (``intent`` is None) when the model
-puts it in the out-of-scope class, when its confidence is under the model's calibrated
-threshold, or when a slot the intent needs is missing.
+One featurize (the ~100 buckets a sentence touches), one int8 TFLite invoke that gathers
+just those rows of the first layer, one slot scan; no TensorFlow. A transcript is rejected
+(``intent`` is None) when the model puts it in the out-of-scope class, when its
+confidence is under the model's calibrated threshold, or when a slot the intent needs is
+missing.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ class IntentClassifier:
             self.interpreter, self.runtime = open_interpreter(info.tflite_path, runtime, threads)
         except (ValueError, RuntimeError) as err:
             raise ModelError(f"{info.tflite_path}: cannot load: {err}") from None
-        self.runner = SparseRunner(self.interpreter)
+        try:
+            self.runner = SparseRunner(self.interpreter)
+        except ValueError as err:
+            raise ModelError(f"{info.tflite_path}: {err}") from None
         if self.runner.dim != info.featurizer.dim or self.runner.classes != len(info.labels):
             raise ModelError(
                 f"{info.tflite_path}: tensor shapes do not match model.json"

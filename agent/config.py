@@ -25,6 +25,7 @@ from typing import Final
 from agent.errors import UsageError
 from agent.metadata import METADATA_FILE
 from agent.mqtt import MqttSettings
+from agent.outbox import OutboxSettings
 from agent.tflite import RUNTIMES
 
 __all__ = [
@@ -73,6 +74,15 @@ model = "/var/lib/voice-agent/vosk/vosk-model-small-en-us-0.15"
 grammar = true
 # Drop an utterance when more than this share of its words (0 to 1) is off-grammar.
 max_unk_ratio = 0.5
+# Decoder settings; 0 keeps the model's own (its conf/model.conf). Smaller beams decode
+# faster and less accurately: on a Pi 3 try beam = 8, max_active = 1500, lattice_beam = 4.
+beam = 0.0
+max_active = 0
+lattice_beam = 0.0
+# Seconds of silence that end an utterance; 0 keeps the model's own rules (0.5 s after a
+# sentence the decoder finds complete, else 1 or 2 s). Most of the delay between the end
+# of speech and the command is this pause: 0.3 answers quickly but cuts a long hesitation.
+trailing_silence = 0.0
 
 [wake]
 # Words that must start a command, e.g. "hey pi"; "" listens to everything.
@@ -126,6 +136,19 @@ availability_topic = ""
 reconnect_min = 1.0
 reconnect_max = 60.0
 
+[outbox]
+# Every message is stored here (SQLite) before it is published and removed when the broker
+# acknowledges it, so nothing is lost to a broker outage or a restart. The folder must exist.
+path = "/var/lib/voice-agent/outbox.sqlite"
+# Bounds: the oldest messages beyond these are dropped (and logged).
+max_messages = 1000
+max_bytes = 1000000
+# Seconds after which anything still queued is dropped.
+max_age = 86400.0
+# Seconds after which a command is expired rather than sent late ("turn on the light" an
+# hour later is wrong); 0 never expires (max_age still applies).
+expire_after = 60.0
+
 [log]
 # "debug", "info", "warning" or "error".
 level = "info"
@@ -155,6 +178,11 @@ class VoskConfig:
     model: Path
     grammar: bool
     max_unk_ratio: float
+    beam: float = 0.0
+    """0 keeps the model's own (as do the other decoder settings)."""
+    max_active: int = 0
+    lattice_beam: float = 0.0
+    trailing_silence: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -203,6 +231,7 @@ class Config:
     wake: WakeConfig
     audio: AudioConfig
     mqtt: MqttSettings
+    outbox: OutboxSettings
     log: LogConfig
 
 
@@ -356,6 +385,10 @@ _SCHEMA: Final[Mapping[str, _Key]] = MappingProxyType(
         ),
         "vosk.grammar": _Key(True, _boolean, "bool"),
         "vosk.max_unk_ratio": _Key(0.5, _number(0.0, 1.0), "float"),
+        "vosk.beam": _Key(0.0, _number(0.0, 100.0), "float"),
+        "vosk.max_active": _Key(0, _integer(0, 1_000_000), "int"),
+        "vosk.lattice_beam": _Key(0.0, _number(0.0, 100.0), "float"),
+        "vosk.trailing_silence": _Key(0.0, _number(0.0, 10.0), "float"),
         "wake.phrase": _Key("", _string()),
         "wake.window": _Key(5.0, _number(0.0), "float"),
         "audio.source": _Key("microphone", _choice(*AUDIO_SOURCES)),
@@ -381,6 +414,11 @@ _SCHEMA: Final[Mapping[str, _Key]] = MappingProxyType(
         "mqtt.availability_topic": _Key("", _string(forbid="+#")),
         "mqtt.reconnect_min": _Key(1.0, _number(0.0), "float"),
         "mqtt.reconnect_max": _Key(60.0, _number(0.0), "float"),
+        "outbox.path": _Key("/var/lib/voice-agent/outbox.sqlite", _string(empty=False), "path"),
+        "outbox.max_messages": _Key(1000, _integer(1, 10_000_000), "int"),
+        "outbox.max_bytes": _Key(1_000_000, _integer(1, 10**12), "int"),
+        "outbox.max_age": _Key(86_400.0, _number(1.0, 10.0**9), "float"),
+        "outbox.expire_after": _Key(60.0, _number(0.0, 10.0**9), "float"),
         "log.level": _Key("info", _choice(*LOG_LEVELS)),
     }
 )
@@ -663,6 +701,26 @@ def _audio(values: _Values) -> AudioConfig:
     )
 
 
+def _outbox(values: _Values) -> OutboxSettings:
+    v = values.values
+    path = values.path("outbox.path")
+    assert path is not None
+    max_age = float(v["outbox.max_age"])  # type: ignore[arg-type]
+    expire_after = float(v["outbox.expire_after"])  # type: ignore[arg-type]
+    if expire_after > max_age:
+        raise values.fail(
+            "outbox.expire_after",
+            f"must not exceed outbox.max_age ({expire_after:g} > {max_age:g})",
+        )
+    return OutboxSettings(
+        path=path,
+        max_messages=int(v["outbox.max_messages"]),  # type: ignore[call-overload]
+        max_bytes=int(v["outbox.max_bytes"]),  # type: ignore[call-overload]
+        max_age=max_age,
+        expire_after=expire_after or None,
+    )
+
+
 # -- the API ------------------------------------------------------------------------------
 
 
@@ -718,6 +776,7 @@ def load_config(
     assert vosk is not None
     audio = _audio(values)
     mqtt = _mqtt(values, environ)
+    outbox = _outbox(values)
     return Config(
         source=name,
         model=ModelConfig(
@@ -729,6 +788,10 @@ def load_config(
             model=vosk,
             grammar=bool(v["vosk.grammar"]),
             max_unk_ratio=float(v["vosk.max_unk_ratio"]),  # type: ignore[arg-type]
+            beam=float(v["vosk.beam"]),  # type: ignore[arg-type]
+            max_active=int(v["vosk.max_active"]),  # type: ignore[call-overload]
+            lattice_beam=float(v["vosk.lattice_beam"]),  # type: ignore[arg-type]
+            trailing_silence=float(v["vosk.trailing_silence"]),  # type: ignore[arg-type]
         ),
         wake=WakeConfig(
             phrase=values.text("wake.phrase"),
@@ -736,5 +799,6 @@ def load_config(
         ),
         audio=audio,
         mqtt=mqtt,
+        outbox=outbox,
         log=LogConfig(level=values.text("log.level")),
     )

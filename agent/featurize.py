@@ -71,16 +71,23 @@ class Featurizer:
         self.config = config
         self._mask = config.dim - 1
         # The features of a word (or word pair) never change, so each is hashed once; a
-        # command vocabulary is small, and the cache is bounded for open-ended input.
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # command vocabulary is small, and the cache is bounded for open-ended input. The
+        # buckets and weights are kept as raw bytes: joining bytes and viewing the result
+        # costs a fraction of concatenating dozens of small arrays.
+        self._cache: dict[str, tuple[bytes, bytes]] = {}
         self._empty = (np.zeros(0, np.intp), np.zeros(0, np.float32))
         self._scratch = np.zeros(config.dim, np.float32)
+        """All zeros between calls: the weights of repeated buckets are summed here."""
+        self._last = np.zeros(config.dim, np.intp)
+        """Scratch: position of a bucket's last occurrence in the current sentence."""
+        self._positions = np.arange(1024, dtype=np.intp)
 
     def _hash(self, feature: str) -> int:
         return zlib.crc32(feature.encode("utf-8")) & self._mask
 
-    def _unit(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """Buckets and weights of one word (``key`` has no space) or word n-gram."""
+    def _unit(self, key: str) -> tuple[bytes, bytes]:
+        """Buckets (intp) and weights (float32) of one word (``key`` has no space) or word
+        n-gram, as raw bytes."""
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -97,27 +104,36 @@ class Featurizer:
                     for i in range(len(marked) - n + 1):
                         buckets.append(self._hash("c:" + marked[i : i + n]))
                         weights.append(cfg.char_weight)
-        result = (np.array(buckets, np.intp), np.array(weights, np.float32))
+        result = (np.array(buckets, np.intp).tobytes(), np.array(weights, np.float32).tobytes())
         if len(self._cache) < 200_000:
             self._cache[key] = result
         return result
 
     def sparse_words(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The vector of already-normalized ``words`` as bucket indices and their
-        L2-normalized weights: a sentence touches ~100 of thousands of buckets, so the
-        runtime quantizes just these instead of the whole vector. An index may repeat
-        (with the same weight), so consumers assign, never add."""
+        """The vector of already-normalized ``words`` as its nonzero buckets: unique
+        indices (in sentence order, not sorted) and their L2-normalized weights. A
+        sentence touches ~100 of thousands of buckets, so the runtime feeds only these to
+        the model, whose first layer gathers one kernel row per index and sums them."""
         units = [self._unit(word) for word in words]
         for n in range(2, self.config.word_ngrams + 1):
             units.extend(self._unit(" ".join(words[i : i + n])) for i in range(len(words) - n + 1))
         if not units:
             return self._empty
-        index = np.concatenate([u[0] for u in units])
+        index = np.frombuffer(b"".join([u[0] for u in units]), np.intp)
         scratch = self._scratch
-        np.add.at(scratch, index, np.concatenate([u[1] for u in units]))
+        # A bucket hit twice (a repeated word, a shared n-gram, a hash collision) gets the
+        # sum of its weights, added in sentence order: the dense vector, bit for bit.
+        np.add.at(scratch, index, np.frombuffer(b"".join([u[1] for u in units]), np.float32))
+        n = len(index)
+        if n > len(self._positions):
+            self._positions = np.arange(2 * n, dtype=np.intp)
+        positions = self._positions[:n]
+        # Keep each bucket once, at its last occurrence: O(touched), no sort.
+        self._last[index] = positions
+        index = index[self._last[index] == positions]
         weights = scratch[index]
-        weights *= 1.0 / np.sqrt(np.dot(scratch, scratch))
         scratch[index] = 0.0  # all zeros again for the next sentence
+        weights *= 1.0 / np.sqrt(np.dot(weights, weights))
         return index, weights
 
     def into(self, text: str, out: np.ndarray) -> np.ndarray:

@@ -14,7 +14,10 @@ from typing import Any
 from agent.featurize import FeaturizerConfig
 from agent.slots import SlotValue
 
-FORMAT = 1
+FORMAT = 2
+"""Version of the model directory. 2: ``intent.tflite`` takes a sentence's touched buckets
+(``ids`` and ``weights``, see ``agent.tflite.SparseRunner``). A format-1 model (one dense
+``[1, dim]`` input) is refused with a request to rebuild it."""
 METADATA_FILE = "model.json"
 TFLITE_FILE = "intent.tflite"
 GRAMMAR_FILE = "grammar.json"

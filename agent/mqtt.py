@@ -14,6 +14,7 @@ import random
 import ssl
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,12 +133,19 @@ class MqttLink:
             )
         client.will_set(settings.availability_topic, OFFLINE, qos=1, retain=True)
         # paho reports exceptions raised in our callbacks only through its logger.
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        paho_logger = logging.getLogger(f"{__name__}.paho.{settings.client_id}")
+        paho_logger.addFilter(self._drop_stop_noise)
+        client.enable_logger(paho_logger)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         self._client = client
+
+    def _drop_stop_noise(self, record: logging.LogRecord) -> bool:
+        # paho 2.2's network loop runs once more after a clean disconnect and logs
+        # "Client is not connected" as an ERROR; it is not one when we asked to stop.
+        return not (self._stopping and str(record.msg).startswith("Client is not connected"))
 
     def __repr__(self) -> str:
         return f"MqttLink({self.settings!r}, connected={self.connected})"
@@ -181,6 +189,19 @@ class MqttLink:
         if not delivered:
             logger.warning("no acknowledgement for %s within %.1f s", message.topic, timeout)
         return delivered
+
+    def publish_all(self, messages: Sequence[Message], timeout: float = 5.0) -> int:
+        """Publish in order, each acknowledged before the next; how many were delivered
+        (stops at the first that was not, so nothing arrives out of order)."""
+        for count, message in enumerate(messages):
+            if not self.publish(message, timeout):
+                return count
+        return len(messages)
+
+    def flush(self, timeout: float) -> bool:
+        """:meth:`publish` waits for each PUBACK itself, so there is nothing left to wait
+        for: True while connected (the ``Publisher`` protocol of :mod:`agent.daemon`)."""
+        return self.connected
 
     def stop(self, timeout: float = 2.0) -> None:
         """Announce ``offline`` (retained), disconnect cleanly and stop the network thread."""

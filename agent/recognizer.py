@@ -1,8 +1,10 @@
 """Speech to text with Vosk, optionally constrained to a model's grammar.
 
 The Vosk model is loaded once; one ``KaldiRecognizer`` is built per sample rate and reused
-across utterances. Decoding beams (``--beam``, ``--max-active``, ``--lattice-beam``) are
-read by Vosk from the model's ``conf/model.conf`` and cannot be set per recognizer.
+across utterances. Decoding beams (``--beam``, ``--max-active``, ``--lattice-beam``) and the
+endpoint's trailing silence are read by Vosk from the model's ``conf/model.conf`` only, so
+:class:`DecoderOptions` are applied by loading the model through a temporary shadow
+directory: links to the model's files plus a rewritten ``model.conf``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -20,6 +24,7 @@ from agent.audio import AudioChunk, EndOfStream, Item
 
 __all__ = [
     "UNK",
+    "DecoderOptions",
     "Recognizer",
     "RecognizerError",
     "RecognizerSettings",
@@ -43,6 +48,37 @@ class RecognizerError(Exception):
 
 
 @dataclass(frozen=True)
+class DecoderOptions:
+    """Kaldi decoder settings that override the model's ``conf/model.conf`` (None: keep).
+
+    Smaller beams decode faster and less accurately: users on a Pi 3 or 4 trade one for the
+    other here. ``trailing_silence`` is how long a pause ends an utterance, which is most of
+    the delay between the end of speech and the transcript. Models ship Kaldi's endpoint
+    rules 2, 3 and 4: a pause of 0.5 s after a sentence the decoder finds complete (relative
+    cost < 2), 1 s after a less likely one (< 8), 2 s after anything; measured here, grammar
+    mode rarely satisfies the first two, so utterances end after 1–2 s. This sets all three
+    pauses to the same value: any pause that long ends the utterance.
+    """
+
+    beam: float | None = None
+    max_active: int | None = None
+    lattice_beam: float | None = None
+    trailing_silence: float | None = None
+
+    def arguments(self) -> dict[str, str]:
+        """The ``model.conf`` options these settings replace, by option name."""
+        pairs = {
+            "--beam": self.beam,
+            "--max-active": self.max_active,
+            "--lattice-beam": self.lattice_beam,
+            "--endpoint.rule2.min-trailing-silence": self.trailing_silence,
+            "--endpoint.rule3.min-trailing-silence": self.trailing_silence,
+            "--endpoint.rule4.min-trailing-silence": self.trailing_silence,
+        }
+        return {name: f"{value:g}" for name, value in pairs.items() if value is not None}
+
+
+@dataclass(frozen=True)
 class RecognizerSettings:
     """How to build a :class:`Recognizer`."""
 
@@ -56,6 +92,8 @@ class RecognizerSettings:
     """N-best list size; 0 gives word confidences (alternatives do not carry them)."""
     vosk_log_level: int = -1
     """Kaldi's stderr log level: -1 keeps it quiet, 0 shows its LOG lines."""
+    decoder: DecoderOptions = DecoderOptions()
+    """Beam and endpoint overrides of the model's ``conf/model.conf``."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +119,9 @@ class Transcript:
     """Fraction of words that were [unk]: high means speech outside the grammar."""
     audio_seconds: float
     decode_seconds: float
+    trailing_seconds: float = 0.0
+    """Audio after the last word when the utterance ended: the endpoint's wait for silence,
+    which on a live stream is most of the delay between the end of speech and the text."""
 
     @property
     def real_time_factor(self) -> float:
@@ -139,6 +180,54 @@ def load_grammar(model_dir: str | Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(w.strip() for w in data if w.strip()))
 
 
+def _rewrite_conf(text: str, replace: dict[str, str]) -> str:
+    """``model.conf`` with the options in ``replace`` set (kept in place, or appended)."""
+    lines: list[str] = []
+    for line in text.splitlines():
+        name = line.strip().split("=", 1)[0]
+        if name in replace:
+            line = f"{name}={replace.pop(name)}"
+        lines.append(line)
+    lines += [f"{name}={value}" for name, value in replace.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _shadow(model_dir: Path, conf: str, into: Path) -> None:
+    """Make ``into`` look like ``model_dir`` (symlinks) except for ``conf/model.conf``."""
+    for entry in model_dir.iterdir():
+        if entry.name != "conf":
+            os.symlink(entry.resolve(), into / entry.name)
+    (into / "conf").mkdir()
+    for entry in (model_dir / "conf").iterdir():
+        if entry.name != "model.conf":
+            os.symlink(entry.resolve(), into / "conf" / entry.name)
+    (into / "conf" / "model.conf").write_text(conf, encoding="utf-8")
+
+
+def _load_model(vosk: Any, model_dir: Path, decoder: DecoderOptions) -> Any:
+    """Load a Vosk model, through a shadow directory when ``decoder`` overrides anything."""
+    replace = decoder.arguments()
+    conf_path = model_dir / "conf" / "model.conf"
+    try:
+        if not replace:
+            return vosk.Model(str(model_dir))
+        if not conf_path.is_file():
+            raise RecognizerError(
+                f"{model_dir}: decoder settings need conf/model.conf, which this model lacks"
+            )
+        conf = _rewrite_conf(conf_path.read_text(encoding="utf-8"), dict(replace))
+        # Vosk reads everything while loading, so the shadow can go right after.
+        with tempfile.TemporaryDirectory(prefix="voice-agent-vosk-") as shadow:
+            _shadow(model_dir, conf, Path(shadow))
+            return vosk.Model(shadow)
+    except OSError as err:
+        raise RecognizerError(f"{model_dir}: cannot read the model: {err}") from None
+    except RecognizerError:
+        raise
+    except Exception as err:  # vosk raises a bare Exception("Failed to create a model")
+        raise RecognizerError(f"{model_dir}: Vosk cannot load the model: {err}") from None
+
+
 def _import_vosk() -> Any:
     try:
         import vosk
@@ -180,10 +269,7 @@ class Recognizer:
         self._vosk.SetLogLevel(settings.vosk_log_level)
         started = time.perf_counter()
         if vosk_model is None:
-            try:
-                vosk_model = self._vosk.Model(str(model_dir))
-            except Exception as err:  # vosk raises a bare Exception("Failed to create a model")
-                raise RecognizerError(f"{model_dir}: Vosk cannot load the model: {err}") from None
+            vosk_model = _load_model(self._vosk, model_dir, settings.decoder)
         self._model = vosk_model
         self.load_seconds = time.perf_counter() - started
         self.dynamic_graph = not (
@@ -191,6 +277,8 @@ class Recognizer:
         )
         self._grammar = self._build_grammar(settings.grammar)
         self._recognizers: dict[int, Any] = {}
+        # Seconds fed to each KaldiRecognizer: its word times count from its first sample.
+        self._fed: dict[int, float] = {}
         self._current: _Utterance | None = None
 
     @classmethod
@@ -280,6 +368,7 @@ class Recognizer:
         ended = rec.AcceptWaveform(chunk.pcm)
         current.decode_seconds += time.perf_counter() - started
         current.audio_seconds += chunk.seconds
+        self._fed[chunk.rate] = self._fed.get(chunk.rate, 0.0) + chunk.seconds
         if ended:
             return self._take(rec.Result())
         if log.isEnabledFor(logging.DEBUG):
@@ -312,6 +401,9 @@ class Recognizer:
         assert current is not None
         self._current = None
         transcript = parse_result(result_json, current.audio_seconds, current.decode_seconds)
+        if transcript is not None and transcript.words:
+            trailing = self._fed.get(current.rate, 0.0) - transcript.words[-1].end
+            transcript = replace(transcript, trailing_seconds=max(0.0, trailing))
         if transcript is not None and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "transcript %r conf %.2f unk %.2f rtf %.3f",

@@ -1,18 +1,23 @@
-"""Time the runtime classifier on a .tflite file with each installed TFLite runtime.
+"""Time the runtime classifier on .tflite files with each installed TFLite runtime.
 
-Runs exactly the Pi's code path (``agent.classifier.IntentClassifier``: normalize,
-featurize, quantize the touched buckets, invoke) over one data set's test sentences, one
-utterance at a time on one thread, in a fresh process per runtime (tflite-runtime cannot
-share a process with TensorFlow), and prints a markdown table.
+Runs exactly the Pi's code path, split in its two halves: *featurize* (normalize,
+tokenize, hash the n-grams: ``Featurizer.sparse_words``) and *invoke* (quantize the
+touched buckets' weights, set the inputs, run the model: ``SparseRunner.raw``); *total* is
+their sum for the same utterance. One utterance at a time on one thread, over one data
+set's test sentences (or an intent spec's sentences), in a fresh process per runtime
+(tflite-runtime cannot share a process with TensorFlow). Each figure is the median over
+``--runs`` passes of that pass's p50 or p99, so a busy machine skews it less; the load
+average is printed with the table.
 
-    python bench/latency.py /tmp/nlu/work/snips/student-int8.tflite --dataset snips
-    python bench/latency.py models/smart-home-en/intent.tflite
+    python bench/latency.py models/smart-home-en/intent.tflite --spec examples/en/smart-home.yaml
+    python bench/latency.py /tmp/nlu/work/clinc150/student-int8.tflite --dataset clinc150
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+RUNTIMES = ("tflite_runtime", "ai_edge_litert")
+PARTS = ("featurize", "invoke", "total")
+
 
 def _peak_rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -30,50 +38,55 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
-def child(model: str, runtime: str, dim: int, texts_file: str) -> None:
-    import tempfile
-
+def child(model: str, runtime: str, dim: int, texts_file: str, runs: int) -> None:
+    """Load ``model`` with ``runtime`` and print one JSON line of timings (microseconds)."""
     import numpy as np
 
-    from agent.classifier import IntentClassifier
-    from agent.featurize import FeaturizerConfig
-    from agent.metadata import IntentInfo, ModelInfo, load_model_info
-    from agent.tflite import open_interpreter
+    from agent.featurize import Featurizer, FeaturizerConfig, tokenize
+    from agent.metadata import load_model_info
+    from agent.tflite import SparseRunner, open_interpreter
 
     path = Path(model).resolve()
     if path.name == "intent.tflite" and (path.parent / "model.json").is_file():
-        info = load_model_info(path.parent)
-    else:
-        # A bare .tflite from bench/nlu.py: labels are class numbers, no slots, no actions.
-        folder = Path(tempfile.mkdtemp(prefix="bench-latency-"))
-        (folder / "intent.tflite").symlink_to(path)
-        interpreter, _ = open_interpreter(path, runtime)
-        classes = int(interpreter.get_output_details()[0]["shape"][-1])
-        labels = tuple(str(i) for i in range(classes))
-        info = ModelInfo(
-            directory=folder,
-            name=path.stem,
-            language="en",
-            version="1",
-            spec_sha256="",
-            labels=labels,
-            threshold=0.0,
-            featurizer=FeaturizerConfig(dim=dim),
-            slots={},
-            intents={label: IntentInfo(label, (), (), ()) for label in labels},
-        )
-    classifier = IntentClassifier(info, runtime)
+        config = load_model_info(path.parent).featurizer
+    else:  # a bare .tflite from bench/nlu.py
+        config = FeaturizerConfig(dim=dim)
+    featurizer = Featurizer(config)
+    interpreter, _ = open_interpreter(path, runtime, threads=1)
+    runner = SparseRunner(interpreter)
     texts = json.loads(Path(texts_file).read_text())
-    for text in texts[:200]:
-        classifier.classify(text)
-    samples = []
-    for _ in range(3):
-        for text in texts:
-            start = time.perf_counter()
-            classifier.classify(text)
-            samples.append(time.perf_counter() - start)
-    p50, p99 = np.percentile(np.array(samples) * 1e6, [50, 99])
-    print(json.dumps({"p50": p50, "p99": p99, "rss": _peak_rss_mb(), "n": len(samples)}))
+    for text in texts:  # warm up: hash every word once, as a long-running daemon has
+        runner.raw(*featurizer.sparse_words(tokenize(text)))
+    clock = time.perf_counter
+    passes: dict[str, list[list[float]]] = {part: [] for part in PARTS}
+    for _ in range(runs):
+        featurize = np.empty(len(texts))
+        invoke = np.empty(len(texts))
+        for i, text in enumerate(texts):
+            start = clock()
+            index, weights = featurizer.sparse_words(tokenize(text))
+            middle = clock()
+            runner.raw(index, weights)
+            end = clock()
+            featurize[i] = middle - start
+            invoke[i] = end - middle
+        for part, seconds in zip(PARTS, (featurize, invoke, featurize + invoke), strict=True):
+            passes[part].append(np.percentile(seconds * 1e6, [50, 99]).tolist())
+    result = {part: np.median(np.array(v), axis=0).tolist() for part, v in passes.items()}
+    print(json.dumps({**result, "rss": _peak_rss_mb(), "n": len(texts), "runs": runs}))
+
+
+def _texts(args: argparse.Namespace) -> tuple[list[str], str]:
+    if args.spec:
+        from convert.sentences import expand_spec
+        from convert.spec import load_spec
+
+        spec = load_spec(args.spec)
+        return [e.text for e in expand_spec(spec, 400, 0)][: args.limit], f"{spec.name} spec"
+    from bench.datasets import ALL, default_root
+
+    data = ALL[args.dataset](default_root())
+    return [t for t, _ in data.test][: args.limit], f"{args.dataset} test"
 
 
 def main() -> None:
@@ -82,49 +95,56 @@ def main() -> None:
     )
     parser.add_argument("model", nargs="+", help=".tflite files")
     parser.add_argument("--dataset", default="snips", help="test sentences from this data set")
+    parser.add_argument("--spec", type=Path, help="sentences of this intent spec instead")
+    parser.add_argument("--limit", type=int, default=1000, help="sentences per pass")
+    parser.add_argument("--runs", type=int, default=5, help="passes; figures are medians")
     parser.add_argument(
         "--dim", type=int, default=8192, help="featurizer buckets of a bare .tflite"
     )
     parser.add_argument(
-        "--child", nargs=3, metavar=("RUNTIME", "DIM", "TEXTS"), help=argparse.SUPPRESS
+        "--child", nargs=4, metavar=("RUNTIME", "DIM", "TEXTS", "RUNS"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.child:
-        child(args.model[0], args.child[0], int(args.child[1]), args.child[2])
+        runtime, dim, texts_file, runs = args.child
+        child(args.model[0], runtime, int(dim), texts_file, int(runs))
         return
-    from bench.datasets import ALL, default_root
-
-    texts = [t for t, _ in ALL[args.dataset](default_root()).test][:1000]
-    texts_file = Path("/tmp/bench-latency-texts.json")
+    texts, source = _texts(args)
+    texts_file = Path(f"/tmp/bench-latency-texts-{os.getpid()}.json")
     texts_file.write_text(json.dumps(texts))
-    print(f"{len(texts)} {args.dataset} test sentences x 3, one at a time, one thread\n")
-    print("| model | runtime | p50 | p99 | peak RSS |")
-    print("|---|---|---:|---:|---:|")
-    for model in args.model:
-        for runtime in ("tflite_runtime", "ai_edge_litert"):
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    model,
-                    "--child",
-                    runtime,
-                    str(args.dim),
-                    str(texts_file),
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if out.returncode:
-                print(
-                    f"| {model} | {runtime} | failed: {out.stderr.strip().splitlines()[-1]} | | |"
+    print(
+        f"{len(texts)} {source} sentences, one at a time, one thread; median of {args.runs}"
+        f" passes' p50 / p99 in µs; load average {os.getloadavg()[0]:.2f} at start\n"
+    )
+    print("| model | runtime | featurize | invoke | total | peak RSS |")
+    print("|---|---|---:|---:|---:|---:|")
+    try:
+        for model in args.model:
+            for runtime in RUNTIMES:
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        model,
+                        "--child",
+                        runtime,
+                        str(args.dim),
+                        str(texts_file),
+                        str(args.runs),
+                    ],
+                    capture_output=True,
+                    text=True,
                 )
-                continue
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(
-                f"| {model} | {runtime} | {r['p50']:.0f} µs | {r['p99']:.0f} µs"
-                f" | {r['rss']:.0f} MB |"
-            )
+                if out.returncode:
+                    error = (out.stderr.strip().splitlines() or ["?"])[-1]
+                    print(f"| {model} | {runtime} | failed: {error} | | | |")
+                    continue
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                cells = [f"{r[part][0]:.0f} / {r[part][1]:.0f}" for part in PARTS]
+                print(f"| {model} | {runtime} | {' | '.join(cells)} | {r['rss']:.0f} MB |")
+    finally:
+        texts_file.unlink(missing_ok=True)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at end")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from convert.evaluate import (
     latency_us,
     per_class_f1,
 )
-from convert.grammar import vosk_vocabulary
+from convert.grammar import vosk_grammar, vosk_vocabulary
 from convert.model import MlpConfig, build_mlp
 from convert.prune import MagnitudePruner, sparsity
 from convert.quantize import Mode, to_tflite
@@ -326,6 +326,8 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
             "transfer": len(transfer_texts),
         },
         "stages": [s.to_json() for s in stages],
+        # Every TFLite stage takes a sentence as at most this many (bucket, weight) pairs.
+        "sparse_k": final_model.runner.k,
         "rejection": asdict(rejection),
         "per_intent": per_class_f1(cm_labels, y_held.copy(), cm_pred),
         "labels": cm_labels,
@@ -367,7 +369,7 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
         },
         "tflite_sha256": hashlib.sha256(content).hexdigest(),
     }
-    _write(output, content, metadata, vocabulary, report)
+    _write(output, content, metadata, vosk_grammar(spec), report)
     return BuildResult(output, stages, rejection, labels, len(train), len(held), report)
 
 
@@ -390,7 +392,7 @@ def _write(
     output: Path,
     content: bytes,
     metadata: dict[str, Any],
-    vocabulary: list[str],
+    grammar: list[str],
     report: dict[str, Any],
 ) -> None:
     """Write every file into a sibling temporary folder, then swap it into place, so a
@@ -403,7 +405,7 @@ def _write(
             json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
         (staging / GRAMMAR_FILE).write_text(
-            json.dumps(vocabulary, ensure_ascii=False, indent=0) + "\n", encoding="utf-8"
+            json.dumps(grammar, ensure_ascii=False, indent=0) + "\n", encoding="utf-8"
         )
         write_report(staging, report)
         old = output.with_name(f".{output.name}.old")

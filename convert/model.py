@@ -1,7 +1,8 @@
 """The student network: hashed n-gram vector -> one hidden layer -> intent logits.
 
-Kept deliberately small: on a Pi the whole model is two int8 matrix products, so a
-command is classified in well under a millisecond.
+Kept deliberately small, and trained dense (fast on a batch); the export
+(``convert/quantize.py``) turns the first layer into a gather of the ~100 kernel rows a
+sentence touches, so on a Pi a command costs two small int8 matrix products.
 """
 
 from __future__ import annotations

@@ -47,7 +47,9 @@ def markdown(report: dict[str, Any]) -> str:
         "## Stages",
         "",
         "Accuracy is arg-max over every label on the held-out split; latency is one sentence,"
-        " featurize + invoke, one thread, on the build machine.",
+        " featurize + invoke, one thread, on the build machine. The TFLite stages take a"
+        f" sentence as its touched buckets (at most {report['sparse_k']}) and gather only"
+        " those rows of the first layer.",
         "",
         *stage_table(report["stages"]),
         "",

@@ -14,7 +14,6 @@ import getpass
 import json
 import queue
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -26,6 +25,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.broker import free_port, listening
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 HOST = "127.0.0.1"
@@ -33,19 +34,8 @@ USERNAME = "agent"
 PASSWORD = "s3cret-pw"
 
 
-def free_port() -> int:
-    """A TCP port on the loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
+# The product's own helpers (agent/broker.py runs the demo's broker the same way).
+_port_open = listening
 
 
 @dataclass(frozen=True)
@@ -111,14 +101,21 @@ class Mosquitto:
         port: int | None = None,
         certificates: Certificates | None = None,
         password: bool = False,
+        persistent: bool = False,
     ) -> None:
+        """``persistent``: keep sessions and queued messages across ``stop()``/``start()``
+        (a restart on the same port), as a broker with a disk does."""
         self.directory = directory
         self.port = port or free_port()
         self.certificates = certificates
         directory.mkdir(parents=True, exist_ok=True)
-        lines = [
-            f"listener {self.port} {HOST}",
-            "persistence false",
+        lines = [f"listener {self.port} {HOST}"]
+        if persistent:
+            # Written on a clean stop (SIGTERM) and read back on start.
+            lines += ["persistence true", f"persistence_location {directory}/"]
+        else:
+            lines.append("persistence false")
+        lines += [
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -186,11 +183,18 @@ class Subscriber:
         ca_file: Path | None = None,
         username: str | None = None,
         password: str | None = None,
+        client_id: str = "",
     ) -> None:
+        """``client_id``: a persistent session under that id (the broker queues QoS 1
+        messages while this subscriber is cut off); empty: a clean session."""
         self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
         self._subscribed = threading.Event()
         topic_list = (topics,) if isinstance(topics, str) else topics
-        client = paho.Client(CallbackAPIVersion.VERSION2)
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not client_id
+        )
+        # Back quickly after a broker restart (paho's default waits up to 2 minutes).
+        client.reconnect_delay_set(0.1, 1.0)
         if username is not None:
             client.username_pw_set(username, password)
         if ca_file is not None:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# A real mosquitto per session for every test that asks for one (fixtures by name).
+from tests.agent.broker import auth_broker, broker, certificates, tls_broker  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
 

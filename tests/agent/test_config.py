@@ -118,7 +118,7 @@ def test_default_toml_is_the_defaults(tmp_path: Path) -> None:
             mentioned.add((current, commented[1]))
     for field in ("port", "password"):
         assert ("mqtt", field) in mentioned and field not in document["mqtt"]  # type: ignore[operator]
-    assert len(mentioned) == 30
+    assert len(mentioned) == 39
 
 
 def test_search_order(tmp_path: Path) -> None:
@@ -529,3 +529,8 @@ def test_fuzz_raises_only_config_error(
     path = write(scratch, text, mode=mode)
     check_only_config_errors(path, overrides=changes, environ={"X": SECRET})
     check_only_config_errors(None, overrides=changes, environ={"X": SECRET})
+
+
+def test_readme_documents_every_key_with_its_default() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert f"```toml\n{DEFAULT_TOML}```" in readme

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -46,6 +48,30 @@ def test_into_reuses_the_buffer_and_matches_transform() -> None:
     for row, text in zip(matrix, texts, strict=True):
         assert featurizer.into(text, buffer) is buffer
         np.testing.assert_array_equal(buffer, row)
+
+
+def test_sparse_words_are_unique_and_sum_repeats() -> None:
+    # "the ... the" repeats a word; dim 64 forces hash collisions between n-grams. Each
+    # bucket must appear once, holding the sum of every feature that hashed there.
+    config = FeaturizerConfig(dim=64)
+    featurizer = Featurizer(config)
+    words = tokenize("turn the light in the kitchen on and the light in the hall off")
+    index, weights = featurizer.sparse_words(words)
+    assert len(set(index.tolist())) == len(index)
+    expected = np.zeros(64, np.float64)
+    for word in words:
+        expected[zlib.crc32(f"w:{word}".encode()) & 63] += 1.0
+        marked = f"<{word}>"
+        for n in range(config.char_min, config.char_max + 1):
+            for i in range(len(marked) - n + 1):
+                expected[zlib.crc32(f"c:{marked[i : i + n]}".encode()) & 63] += config.char_weight
+    for pair in itertools.pairwise(words):
+        expected[zlib.crc32(f"2:{' '.join(pair)}".encode()) & 63] += 1.0
+    expected /= np.linalg.norm(expected)
+    got = np.zeros(64, np.float64)
+    got[index] = weights
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert sorted(index.tolist()) == np.flatnonzero(expected).tolist()
 
 
 def test_same_vector_in_another_process() -> None:

@@ -52,12 +52,14 @@ def test_invalid_json(copy: Path) -> None:
     assert _error(copy) == f"{copy}/model.json:2: invalid JSON: Expecting value"
 
 
-def test_other_format(copy: Path) -> None:
+@pytest.mark.parametrize("fmt", [1, 99])
+def test_other_format(copy: Path, fmt: int) -> None:
+    # Format 1 is the dense-input model (one [1, dim] input) that this runtime cannot feed.
     data = json.loads((copy / "model.json").read_text())
-    data["format"] = 99
+    data["format"] = fmt
     (copy / "model.json").write_text(json.dumps(data))
     assert _error(copy) == (
-        f"{copy}/model.json: model format 99 is not supported by this version (expected 1);"
+        f"{copy}/model.json: model format {fmt} is not supported by this version (expected 2);"
         " rebuild the model with 'voice-agent convert'"
     )
 

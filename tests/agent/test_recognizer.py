@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -61,10 +63,15 @@ def spec_sentences() -> tuple[str, ...]:
     return tuple(sorted(set(out)))
 
 
+def ko_words() -> tuple[str, ...]:
+    """The words of the Korean intent model's grammar (which is whole sentences)."""
+    return tuple(sorted({word for phrase in load_grammar(KO_INTENTS) for word in phrase.split()}))
+
+
 @pytest.fixture(scope="module")
 def words_recognizer() -> Recognizer:
-    """The Korean model constrained to the word grammar of the Korean intent model."""
-    return Recognizer(RecognizerSettings(packaged_model_dir(), load_grammar(KO_INTENTS)))
+    """The Korean model constrained to the words of the Korean intent model's sentences."""
+    return Recognizer(RecognizerSettings(packaged_model_dir(), ko_words()))
 
 
 def transcribe(recognizer: Recognizer, path: Path, chunk_frames: int = 4000) -> list[Transcript]:
@@ -127,7 +134,7 @@ def test_out_of_vocabulary_speech_is_rejected_by_the_classifier(
         transcripts = transcribe(words_recognizer, korean_speech(sentence).path)
         assert transcripts, sentence
         for transcript in transcripts:
-            assert set(transcript.text.split()) <= set(load_grammar(KO_INTENTS))
+            assert set(transcript.text.split()) <= set(ko_words())
             assert classifier.classify(transcript.text).intent is None, transcript.text
 
 
@@ -143,7 +150,9 @@ def test_phrase_grammar_is_stricter_than_word_grammar(
     words_recognizer: Recognizer,
     korean_speech,
 ) -> None:
-    phrases = words_recognizer.with_grammar(spec_sentences())
+    # The Korean spec is small, so the built model's grammar is its sentences.
+    assert load_grammar(KO_INTENTS) == spec_sentences()
+    phrases = words_recognizer.with_grammar(load_grammar(KO_INTENTS))
     for phrase in EXACT_ONLY_WITH_PHRASE_GRAMMAR:
         path = korean_speech(phrase).path
         assert texts(transcribe(phrases, path)) == [phrase]
@@ -217,7 +226,7 @@ def test_missing_and_broken_model_dirs_give_one_line(tmp_path: Path) -> None:
 
 
 def test_load_grammar_errors(tmp_path: Path) -> None:
-    assert load_grammar(KO_INTENTS)[:3] == ("거실", "고마워", "그만")
+    assert load_grammar(KO_INTENTS)[:3] == ("거실 불 꺼", "거실 불 꺼 줘", "거실 불 꺼줘")
     with pytest.raises(RecognizerError, match=r"grammar\.json: no grammar file"):
         load_grammar(tmp_path)
     (tmp_path / "grammar.json").write_text('{"words": []}')
@@ -231,3 +240,34 @@ def test_load_grammar_errors(tmp_path: Path) -> None:
 def test_grammar_of_another_language_is_refused(words_recognizer: Recognizer) -> None:
     with pytest.raises(RecognizerError, match="none of the grammar's words"):
         words_recognizer.with_grammar(("turn", "on", "the", "light"))
+
+
+def test_decoder_options_rewrite_model_conf_and_load(korean_speech, tmp_path: Path) -> None:
+    from agent.recognizer import DecoderOptions, _rewrite_conf
+
+    conf = "--min-active=200\n--beam=10.0\n--endpoint.rule2.min-trailing-silence=0.5\n"
+    options = DecoderOptions(beam=8, max_active=1500, trailing_silence=0.25)
+    assert _rewrite_conf(conf, options.arguments()) == (
+        "--min-active=200\n--beam=8\n--endpoint.rule2.min-trailing-silence=0.25\n"
+        "--max-active=1500\n--endpoint.rule3.min-trailing-silence=0.25\n"
+        "--endpoint.rule4.min-trailing-silence=0.25\n"
+    )
+    # The shadow directory loads, decodes the same, and is gone afterwards.
+    before = set(Path(tempfile.gettempdir()).glob("voice-agent-vosk-*"))
+    recognizer = Recognizer(
+        RecognizerSettings(packaged_model_dir(), load_grammar(KO_INTENTS), decoder=options)
+    )
+    assert set(Path(tempfile.gettempdir()).glob("voice-agent-vosk-*")) == before
+    path = korean_speech("노래 정지").path
+    assert texts(transcribe(recognizer, path)) == ["노래 정지"]
+
+
+def test_decoder_options_on_a_model_without_model_conf(tmp_path: Path) -> None:
+    from agent.recognizer import DecoderOptions
+
+    model = tmp_path / "model"
+    shutil.copytree(packaged_model_dir(), model, symlinks=True)
+    (model / "conf" / "model.conf").unlink()
+    with pytest.raises(RecognizerError) as err:
+        Recognizer(RecognizerSettings(model, decoder=DecoderOptions(beam=8)))
+    assert str(err.value) == (f"{model}: incomplete Vosk model (missing conf/model.conf)")

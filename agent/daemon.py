@@ -1,0 +1,280 @@
+"""The daemon's loop: audio -> transcript -> decision -> messages -> broker.
+
+:class:`Daemon` owns nothing but the wiring: the recognizer, classifier, wake gate and MQTT
+link are built by the caller (``voice-agent run``) from the configuration and handed in.
+Each utterance gives one :class:`Outcome` and one log line with the transcript, the
+decision and the time spent in each stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from agent import hermes
+from agent.actions import Message, render_actions
+from agent.audio import EndOfStream, Item
+from agent.classifier import IntentClassifier
+from agent.decision import Decision, decide
+from agent.recognizer import Recognizer, Transcript
+from agent.wake import WakeGate
+
+__all__ = ["Counters", "Daemon", "Outcome", "Publisher", "Timings"]
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    """Where messages go: :class:`agent.delivery.Courier` (through the on-disk outbox) in
+    the service, or :class:`agent.mqtt.MqttLink` directly."""
+
+    def publish_all(self, messages: Sequence[Message], timeout: float = 5.0) -> int:
+        """Take ``messages`` in order (queue them, or send each and wait for its PUBACK);
+        how many were taken."""
+        ...
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything taken so far is acknowledged; False if that is not so
+        within ``timeout`` seconds (or at once, when the broker is unreachable)."""
+        ...
+
+
+class Notifier(Protocol):
+    """The systemd notifications the loop sends (see :mod:`agent.notify`)."""
+
+    @property
+    def watchdog_interval(self) -> float | None: ...
+
+    def watchdog(self) -> object: ...
+
+    def status(self, text: str) -> object: ...
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds spent on one utterance, stage by stage."""
+
+    recognize: float
+    """From the end of the utterance's audio (the chunk or end of stream that completed it)
+    to the transcript: decoding only. The wait for the endpoint's silence before that is
+    the transcript's ``trailing_seconds``."""
+    classify: float
+    store: float
+    """Handing the messages to the publisher: with the outbox, one fsynced transaction."""
+    publish: float
+    """From then until the broker acknowledged the last of them (or the wait gave up)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one utterance led to."""
+
+    decision: Decision
+    messages: tuple[Message, ...]
+    """Everything that was to be published, Hermes messages first, then device actions."""
+    queued: int
+    """How many of ``messages`` the publisher took (in order: the rest were not sent)."""
+    acknowledged: bool
+    """Whether the broker acknowledged everything taken before the publish timeout; if not,
+    the outbox keeps it and delivers it when the broker is back."""
+    timings: Timings
+    session_id: str
+    skipped_actions: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Every message was taken and acknowledged."""
+        return self.queued == len(self.messages) and self.acknowledged
+
+
+@dataclass
+class Counters:
+    """Running totals, for the systemd status line and health reports."""
+
+    recognized: int = 0
+    not_recognized: int = 0
+    not_sent: int = 0
+    """Messages the publisher refused (not even queued)."""
+    unacknowledged: int = 0
+    """Utterances whose messages were not acknowledged in time (left in the outbox)."""
+    last_utterance: float = field(default=0.0)
+
+
+class Daemon:
+    """Turns a stream of audio items into published intents and device actions."""
+
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        classifier: IntentClassifier,
+        publisher: Publisher,
+        *,
+        site_id: str = "default",
+        max_unk_ratio: float = 0.5,
+        wake: WakeGate | None = None,
+        notifier: Notifier | None = None,
+        publish_timeout: float = 5.0,
+    ) -> None:
+        self.recognizer = recognizer
+        self.classifier = classifier
+        self.publisher = publisher
+        self.site_id = site_id
+        self.max_unk_ratio = max_unk_ratio
+        self.wake = wake or WakeGate("", 0.0)
+        self.notifier = notifier
+        self.publish_timeout = publish_timeout
+        self.lang = classifier.info.language or None
+        self.counters = Counters()
+        self.position = 0.0
+        """Seconds of audio consumed so far (the wake window's clock)."""
+
+    def listen(self, items: Iterable[Item]) -> Iterator[Outcome]:
+        """Decode ``items`` and handle every utterance that passes the wake gate."""
+        interval = self.notifier.watchdog_interval if self.notifier else None
+        next_ping = time.monotonic()
+        recognizer = self.recognizer
+        for item in items:
+            if isinstance(item, EndOfStream):
+                started = time.perf_counter()
+                transcript = recognizer.finish()
+            else:
+                self.position += item.seconds
+                started = time.perf_counter()
+                transcript = recognizer.feed(item)
+            if transcript is not None:
+                outcome = self._utterance(transcript, time.perf_counter() - started)
+                if outcome is not None:
+                    yield outcome
+            if interval is not None and time.monotonic() >= next_ping:
+                assert self.notifier is not None
+                self.notifier.watchdog()
+                next_ping = time.monotonic() + interval
+        transcript = recognizer.finish()
+        if transcript is not None:
+            outcome = self._utterance(transcript, 0.0)
+            if outcome is not None:
+                yield outcome
+
+    def _utterance(self, transcript: Transcript, recognize: float) -> Outcome | None:
+        verdict = self.wake.admit(transcript, self.position)
+        if verdict.command is None:
+            if verdict.woke:
+                log.info("wake phrase heard; listening for %.0f s", self.wake.window)
+            elif log.isEnabledFor(logging.DEBUG):
+                log.debug("ignored (no wake phrase): %r", transcript.text)
+            return None
+        return self.handle(verdict.command, recognize)
+
+    def handle(self, transcript: Transcript, recognize: float = 0.0) -> Outcome:
+        """Decide on one transcript, publish what follows from it, and log one line."""
+        started = time.perf_counter()
+        decision = decide(transcript, self.classifier, self.max_unk_ratio)
+        classify = time.perf_counter() - started
+
+        session_id = uuid.uuid4().hex
+        messages, skipped = self._messages(decision, session_id)
+        started = time.perf_counter()
+        queued = self.publisher.publish_all(messages, self.publish_timeout)
+        stored = time.perf_counter()
+        acknowledged = queued > 0 and self.publisher.flush(self.publish_timeout)
+        finished = time.perf_counter()
+
+        outcome = Outcome(
+            decision,
+            messages,
+            queued,
+            acknowledged,
+            Timings(recognize, classify, stored - started, finished - stored),
+            session_id,
+            skipped,
+        )
+        self._count(outcome)
+        _log_outcome(outcome)
+        return outcome
+
+    def _messages(
+        self, decision: Decision, session_id: str
+    ) -> tuple[tuple[Message, ...], tuple[str, ...]]:
+        transcript = decision.transcript
+        captured = hermes.text_captured(
+            transcript.text,
+            transcript.confidence,
+            transcript.decode_seconds,
+            site_id=self.site_id,
+            session_id=session_id,
+            lang=self.lang,
+        )
+        classification = decision.classification
+        if not decision.accepted or classification is None:
+            text = classification.text if classification is not None else transcript.text
+            rejected = hermes.not_recognized(
+                text, site_id=self.site_id, session_id=session_id, id=session_id
+            )
+            return (captured, rejected), ()
+        intent = hermes.intent(
+            classification,
+            site_id=self.site_id,
+            session_id=session_id,
+            id=session_id,
+            asr_confidence=transcript.confidence,
+            raw_input=transcript.text,
+            lang=self.lang,
+        )
+        intent_info = self.classifier.info.intents[classification.label]
+        actions = render_actions(intent_info, classification.slots)
+        return (captured, intent, *actions.messages), actions.skipped
+
+    def _count(self, outcome: Outcome) -> None:
+        counters = self.counters
+        if outcome.decision.accepted:
+            counters.recognized += 1
+        else:
+            counters.not_recognized += 1
+        counters.not_sent += len(outcome.messages) - outcome.queued
+        counters.unacknowledged += not outcome.acknowledged
+        counters.last_utterance = time.time()
+        if self.notifier is not None:
+            self.notifier.status(
+                f"{counters.recognized} commands, {counters.not_recognized} not recognized"
+            )
+
+
+def _log_outcome(outcome: Outcome) -> None:
+    """One INFO line per utterance (formatted only when INFO is on)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    decision = outcome.decision
+    t = outcome.timings
+    c = decision.classification
+    if decision.accepted and c is not None:
+        slots = " ".join(f"{s.name}={s.value}" for s in c.slots)
+        verdict = f"{c.intent} {c.confidence:.2f}" + (f" [{slots}]" if slots else "")
+    elif c is not None:
+        verdict = f"not recognized ({decision.reason}; best {c.label} {c.confidence:.2f})"
+    else:
+        verdict = f"not recognized ({decision.reason}; unk {decision.transcript.unk_ratio:.2f})"
+    total = len(outcome.messages)
+    if outcome.queued < total:
+        sent = f"{outcome.queued}/{total} queued, rest NOT SENT"
+    elif outcome.acknowledged:
+        sent = f"{total} acknowledged"
+    else:
+        sent = f"{total} queued (broker has not acknowledged; kept in the outbox)"
+    log.info(
+        '"%s" -> %s -> %s | endpoint %.2f s, recognize %.1f ms, classify %.2f ms,'
+        " store %.1f ms, publish %.1f ms",
+        decision.transcript.text,
+        verdict,
+        sent,
+        decision.transcript.trailing_seconds,
+        t.recognize * 1e3,
+        t.classify * 1e3,
+        t.store * 1e3,
+        t.publish * 1e3,
+    )
+    for why in outcome.skipped_actions:
+        log.warning("action skipped: %s", why)

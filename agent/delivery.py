@@ -1,0 +1,215 @@
+"""The courier: one thread that drains the outbox through the MQTT link, oldest first.
+
+One message is in flight at a time: the next is published only after the broker's PUBACK
+for the previous one. With several in flight, a lost connection leaves a gap that paho
+re-sends after newer ones, and the order is gone; one at a time costs a round trip per
+message (well under a millisecond on a LAN, next to the outbox's fsync per ack), which is
+nothing at speaking rate. A message can still arrive twice (the PUBACK was lost, or paho
+re-sent what was in flight when the connection dropped): both copies carry the same
+outbox id, so consumers can drop the second.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+
+from agent.actions import Message
+from agent.mqtt import MqttLink
+from agent.outbox import Entry, Outbox
+
+logger = logging.getLogger(__name__)
+
+LATE: float = 1.0
+"""Seconds after which a delivery is worth an info line (it waited for the broker)."""
+
+
+class Courier:
+    """Publishes the outbox's entries in order and acks each one on the broker's PUBACK.
+
+    Shutdown order for the daemon: ``courier.stop()``, then ``link.stop()``, then
+    ``outbox.close()``; whatever was not delivered stays in the outbox for the next start.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        link: MqttLink,
+        *,
+        retry_delay: float = 0.5,
+        publish_timeout: float = 5.0,
+        prune_interval: float = 1.0,
+    ) -> None:
+        """``retry_delay``: seconds between attempts while the broker is away (each one
+        also prunes); ``prune_interval``: at most this long between prunes while sending."""
+        if retry_delay <= 0 or publish_timeout <= 0 or prune_interval <= 0:
+            raise ValueError("retry_delay, publish_timeout and prune_interval must be positive")
+        self.outbox = outbox
+        self.link = link
+        self.retry_delay = retry_delay
+        self.publish_timeout = publish_timeout
+        self.prune_interval = prune_interval
+        self._wake = threading.Event()
+        self._progress = threading.Condition()
+        self._stopping = False
+        self._last_prune = -float("inf")
+        self._last_problem = ""
+        self._sent = 0
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"Courier({self.outbox!r}, sent={self._sent}, running={self.running})"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def sent(self) -> int:
+        """Messages delivered (acknowledged by the broker) since ``start``."""
+        return self._sent
+
+    def start(self) -> None:
+        """Start draining on a daemon thread; entries left from a previous run go first."""
+        if self.running:
+            raise RuntimeError("the courier is already running")
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="courier", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self,
+        message: Message,
+        *,
+        id: str | None = None,  # shadows the builtin: the Hermes field is called id
+        expire_after: float | None = None,
+    ) -> Entry:
+        """Store ``message`` in the outbox (durably) and wake the courier to send it.
+
+        The one call the daemon makes per action; arguments as :meth:`Outbox.put`.
+        """
+        entry = self.outbox.put(message, id=id, expire_after=expire_after)
+        self._wake.set()
+        return entry
+
+    def publish(self, message: Message, timeout: float = 5.0) -> bool:
+        """:meth:`submit` in the shape of ``MqttLink.publish``, for ``agent.daemon.Publisher``.
+
+        True once the message is durably queued (not yet acknowledged by the broker);
+        False, with a warning, when it cannot be queued. ``timeout`` is not needed: the
+        put is one local fsync.
+        """
+        try:
+            self.submit(message)
+        except (ValueError, sqlite3.Error) as err:
+            logger.warning("not queued for %s: %s", message.topic, err)
+            return False
+        return True
+
+    def publish_all(self, messages: Sequence[Message], timeout: float = 5.0) -> int:
+        """Queue ``messages`` (one utterance's) in one durable transaction; how many were
+        queued: all, or 0 with a warning. ``timeout`` is not needed (one local fsync)."""
+        try:
+            self.outbox.put_many(messages)
+        except (ValueError, sqlite3.Error) as err:
+            logger.warning("%d messages not queued: %s", len(messages), err)
+            return 0
+        self._wake.set()
+        return len(messages)
+
+    def wake(self) -> None:
+        """Look at the outbox now (after ``Outbox.put`` was called directly)."""
+        self._wake.set()
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Block until the outbox is empty or ``timeout`` seconds pass; True when empty."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self.outbox.depth == 0, timeout)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait for every queued message to be acknowledged (the ``Publisher`` protocol of
+        :mod:`agent.daemon`); False at once while the broker is unreachable."""
+        if not self.link.connected:
+            return False
+        return self.wait_drained(timeout)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the publish in progress (if any); undelivered entries stay queued.
+
+        ``timeout``: seconds to wait for the thread; None waits up to one publish timeout.
+        """
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is None:
+            return
+        thread.join(self.publish_timeout + 1.0 if timeout is None else timeout)
+        if thread.is_alive():
+            logger.warning("courier did not stop within the timeout")
+        else:
+            self._thread = None
+
+    # -- the courier thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            # Cleared before looking, so a submit (or stop) from now on ends the wait at
+            # once; stop() sets the flag before the event, so this check cannot miss it.
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                delay = self._step()
+                self._last_problem = ""
+            except Exception as err:
+                # The outbox or the link failed unexpectedly (disk full, I/O error): keep
+                # retrying, since a dead courier would strand every command for months.
+                self._problem(f"{type(err).__name__}: {err}")
+                delay = self.retry_delay
+            with self._progress:
+                self._progress.notify_all()
+            if delay != 0.0:
+                self._wake.wait(delay)
+
+    def _step(self) -> float | None:
+        """Send at most one entry; seconds to wait before the next step (None: until woken)."""
+        now = self.outbox.clock()
+        head = self.outbox.peek(1)
+        if not head:
+            return None
+        clock = time.monotonic()
+        # prune before sending, so an expired command is dropped (and logged), not replayed;
+        # the full prune scans the table, hence at most once per interval while draining.
+        if head[0].expired(now) or clock - self._last_prune >= self.prune_interval:
+            self._last_prune = clock
+            self.outbox.prune(now)
+            head = self.outbox.peek(1)
+            if not head:
+                return None
+        entry = head[0]
+        if not self.link.connected:
+            return self.retry_delay
+        if not self.link.publish(entry.message, self.publish_timeout):
+            return self.retry_delay
+        self.outbox.ack(entry.seq)
+        self._sent += 1
+        waited = self.outbox.clock() - entry.created
+        if waited >= LATE:
+            logger.info(
+                "delivered #%d id=%s %s after %.1f s",
+                entry.seq, entry.id, entry.message.topic, waited,
+            )  # fmt: skip
+        else:
+            logger.debug("delivered #%d id=%s %s", entry.seq, entry.id, entry.message.topic)
+        return 0.0
+
+    def _problem(self, text: str) -> None:
+        # One error line per distinct problem, not one per retry.
+        if text != self._last_problem:
+            self._last_problem = text
+            logger.error("courier: %s; retrying every %.1f s", text, self.retry_delay)
+        else:
+            logger.debug("courier: %s", text)

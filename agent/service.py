@@ -1,0 +1,182 @@
+"""``voice-agent run``: build the daemon from the configuration and run it until told to stop.
+
+Everything that can fail for a human reason (a missing model, a bad WAV, no microphone)
+fails here, before READY is sent, as one line and exit status 2. A broker that cannot be
+reached is not such a reason: the link keeps retrying in the background and says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from types import FrameType
+
+from agent.audio import Item, microphone_source, stdin_source, wav_folder_source, wav_source
+from agent.classifier import IntentClassifier
+from agent.config import Config
+from agent.daemon import Daemon, Outcome, Publisher
+from agent.delivery import Courier
+from agent.mqtt import MqttLink
+from agent.notify import Notifier
+from agent.outbox import Outbox
+from agent.recognizer import DecoderOptions, Recognizer, RecognizerSettings, load_grammar
+from agent.wake import WakeGate
+
+__all__ = ["RunOptions", "audio_items", "build_daemon", "run", "start_delivery"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How ``run`` behaves beyond the configuration file."""
+
+    once: bool = False
+    """Handle one utterance (accepted or not), then exit."""
+    connect_timeout: float = 10.0
+    """Seconds to wait for the broker before listening (it is retried after that, too)."""
+
+
+def setup_logging(level: int) -> None:
+    """Log to stderr, which systemd's journal stamps with time and unit; a terminal gets times.
+
+    Only the ``agent`` loggers get ``level``, so a host program's (or pytest's) own logging
+    setup is left alone.
+    """
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if sys.stderr.isatty():
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(format=fmt, stream=sys.stderr)  # no-op if the root has handlers
+    logging.getLogger("agent").setLevel(level)
+
+
+def audio_items(config: Config) -> Iterator[Item]:
+    """The configured audio source."""
+    audio = config.audio
+    if audio.source == "wav":
+        assert audio.wav is not None  # the configuration checked it
+        if audio.wav.is_dir():
+            return wav_folder_source(audio.wav)
+        return wav_source(audio.wav)
+    if audio.source == "stdin":
+        return stdin_source(audio.rate, audio.channels or 1)
+    return microphone_source(audio.device, audio.rate or None, audio.channels or None)
+
+
+def build_daemon(config: Config, publisher: Publisher, notifier: Notifier | None) -> Daemon:
+    """Load both models and wire them to ``publisher``."""
+    model = config.model
+    classifier = IntentClassifier.load(model.path, model.runtime, model.threads)
+    wake = WakeGate(config.wake.phrase, config.wake.window)
+    grammar = load_grammar(config.model.path) if config.vosk.grammar else None
+    vosk = config.vosk
+    settings = RecognizerSettings(
+        model_dir=vosk.model,
+        grammar=wake.grammar(grammar) if grammar is not None else None,
+        decoder=DecoderOptions(
+            beam=vosk.beam or None,
+            max_active=vosk.max_active or None,
+            lattice_beam=vosk.lattice_beam or None,
+            trailing_silence=vosk.trailing_silence or None,
+        ),
+    )
+    recognizer = Recognizer(settings)
+    log.info(
+        "models loaded: intents %s (%d labels, %s), speech %s (%s, %.1f s)",
+        classifier.info.name,
+        len(classifier.info.labels),
+        classifier.runtime,
+        vosk.model,
+        "grammar" if recognizer.grammar_json is not None else "open vocabulary",
+        recognizer.load_seconds,
+    )
+    return Daemon(
+        recognizer,
+        classifier,
+        publisher,
+        site_id=config.mqtt.site_id,
+        max_unk_ratio=vosk.max_unk_ratio,
+        wake=wake,
+        notifier=notifier,
+    )
+
+
+def start_delivery(config: Config, stack: ExitStack) -> tuple[Outbox, MqttLink, Courier]:
+    """Open the outbox, connect to the broker and start the courier that drains one into
+    the other. ``stack`` undoes it in reverse: the courier stops, the link says offline,
+    and the outbox closes with whatever was not acknowledged still in it."""
+    outbox = stack.enter_context(Outbox(config.outbox))
+    link = MqttLink(config.mqtt)
+    courier = Courier(outbox, link)
+    link.start()
+    stack.callback(link.stop)
+    courier.start()
+    stack.callback(courier.stop)
+    return outbox, link, courier
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGTERM/SIGINT to leave the audio loop."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def run(config: Config, options: RunOptions, environ: Mapping[str, str], pid: int) -> int:
+    """Run the daemon; the exit status (0: fine; with ``once``, 1 when not recognized)."""
+    setup_logging(config.log.level_number)
+    notifier = Notifier.from_environ(environ, pid)
+    last: Outcome | None = None
+    with ExitStack() as stack:
+        outbox, link, courier = start_delivery(config, stack)
+        daemon = build_daemon(config, courier, notifier)
+        # The first item opens the source (the microphone stream, the first WAV), so a
+        # missing device or a bad file fails here, before READY, as one line. (From a pipe
+        # it waits for the writer, which may wait for "online": so the link starts first.)
+        items = audio_items(config)
+        first = next(items, None)
+        if first is not None:
+            items = itertools.chain((first,), items)
+        stack.callback(notifier.stopping)
+        previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        for signum, handler in previous.items():
+            stack.callback(signal.signal, signum, handler)
+        try:
+            if not link.wait_connected(options.connect_timeout):
+                log.warning(
+                    "MQTT broker %s not reachable yet; listening anyway, retrying in the"
+                    " background",
+                    config.mqtt.address,
+                )
+            notifier.ready(f"listening ({_source_name(config)})")
+            log.info("listening (%s)", _source_name(config))
+            for outcome in daemon.listen(items):
+                last = outcome
+                if options.once:
+                    break
+            # A finite source (files, a pipe) ended: deliver what is queued before leaving.
+            if outbox.depth and not courier.wait_drained(options.connect_timeout):
+                log.warning("%d messages not acknowledged; kept in the outbox", outbox.depth)
+        except _Stop as why:
+            log.info("stopping (%s)", why)
+    if options.once:
+        if last is None:
+            log.warning("no speech heard")
+            return 1
+        return 0 if last.decision.accepted and last.complete else 1
+    return 0
+
+
+def _source_name(config: Config) -> str:
+    audio = config.audio
+    if audio.source == "wav":
+        return f"wav {audio.wav}"
+    if audio.source == "stdin":
+        return f"stdin {audio.rate} Hz"
+    return f"microphone {audio.device if audio.device is not None else 'default'}"
