@@ -70,7 +70,7 @@ threads = 1
 [vosk]
 # The Vosk speech model directory.
 model = "/var/lib/voice-agent/vosk/vosk-model-small-en-us-0.15"
-# Constrain recognition to the intent model's words (its grammar.json).
+# Constrain recognition to the intent model's sentences or words (its grammar.json).
 grammar = true
 # Drop an utterance when more than this share of its words (0 to 1) is off-grammar.
 max_unk_ratio = 0.5
@@ -138,7 +138,8 @@ reconnect_max = 60.0
 
 [outbox]
 # Every message is stored here (SQLite) before it is published and removed when the broker
-# acknowledges it, so nothing is lost to a broker outage or a restart. The folder must exist.
+# acknowledges it, so nothing is lost to a broker outage or a restart (the folder is made
+# if missing).
 path = "/var/lib/voice-agent/outbox.sqlite"
 # Bounds: the oldest messages beyond these are dropped (and logged).
 max_messages = 1000

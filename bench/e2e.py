@@ -298,9 +298,10 @@ def run_end_of_stream(utterances: list[Utterance], work: Path) -> RunResult:
 
     def source() -> Iterator[Item]:
         clock = time.monotonic()
-        tail = b"\0\0" * int(RATE * 0.15)  # the button is let go a moment after the speech
+        # The button is pressed a moment before speaking and let go a moment after.
+        head, tail = b"\0\0" * int(RATE * 0.2), b"\0\0" * int(RATE * 0.15)
         for utterance in utterances:
-            pcm = utterance.pcm + tail
+            pcm = head + utterance.pcm + tail
             for i in range(0, len(pcm), chunk):
                 piece = pcm[i : i + chunk]
                 clock += len(piece) / (2 * RATE)
@@ -319,8 +320,10 @@ def run_end_of_stream(utterances: list[Utterance], work: Path) -> RunResult:
         outcomes = list(daemon.listen(source()))
     latencies: list[float] = []
     missed: list[str] = []
-    for utterance, end in zip(utterances, ends, strict=True):
+    for i, (utterance, end) in enumerate(zip(utterances, ends, strict=True)):
         delivered = arrivals.delivered(utterance, end, 3.0)
+        if delivered is not None and i + 1 < len(ends) and delivered > ends[i + 1]:
+            delivered = None  # that was the next utterance with the same text
         if delivered is None:
             missed.append(utterance.text)
         else:

@@ -2,9 +2,11 @@
 TF-IDF + linear SVM baseline, and print one markdown table.
 
 Per data set (train split to train, test split to report; CLINC150's val split to choose
-the out-of-scope confidence threshold): the teacher is trained, labels the transfer set
+the out-of-scope confidence threshold): the teacher is trained (MiniLM, fine-tuned end to
+end on SNIPS, frozen elsewhere) or loaded from the teacher cache, labels the transfer set
 (train sentences, word-dropped copies of them, and the other data sets' train sentences as
-unlabeled text), the student is distilled from it, exported to float32 and int8 TFLite.
+unlabeled text; its logits are cached too), the student is distilled from it, exported to
+float32 and int8 TFLite.
 Every model is then loaded in a fresh child process that scores the val and test sentences
 and times one utterance at a time (featurize + invoke, one thread), so that peak RSS is
 the model's own and ``tflite_runtime`` never shares a process with TensorFlow.
@@ -16,7 +18,9 @@ the model's own and ``tflite_runtime`` never shares a process with TensorFlow.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import logging
 import os
 import pickle
 import random
@@ -39,7 +43,8 @@ from agent.featurize import Featurizer, FeaturizerConfig  # noqa: E402
 from bench.datasets import ALL, OOS, Dataset, default_root  # noqa: E402
 
 STUDENT_FEATURIZER = FeaturizerConfig(dim=8192)
-"""Hashed word 1-2 grams + char 2-4 grams: the runtime's input vector."""
+"""Hashed word 1-2 grams + char 2-4 grams: the runtime's input vector (``--dim``,
+``--char-max`` change it for one run)."""
 
 
 @dataclass
@@ -150,11 +155,17 @@ def _peak_rss_mb() -> float:
 
 
 def _run_child(
-    kind: str, model_path: Path, texts: list[str], timed: list[str], work: Path, n_latency: int
+    kind: str,
+    model_path: Path,
+    texts: list[str],
+    timed: list[str],
+    work: Path,
+    n_latency: int,
+    featurizer: FeaturizerConfig = STUDENT_FEATURIZER,
 ) -> tuple[np.ndarray, dict[str, float]]:
     texts_path = work / f"{kind}-texts.json"
     texts_path.write_text(
-        json.dumps({"texts": texts, "timed": timed, "featurizer": STUDENT_FEATURIZER.to_json()})
+        json.dumps({"texts": texts, "timed": timed, "featurizer": featurizer.to_json()})
     )
     out_path = work / f"{kind}-{model_path.stem}-scores.npy"
     env = dict(os.environ, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
@@ -188,6 +199,110 @@ def word_dropout(texts: list[str], copies: int, seed: int) -> list[str]:
                 del words[rng.randrange(len(words))]
                 out.append(" ".join(words))
     return out
+
+
+def word_swaps(texts: list[str], copies: int, seed: int) -> list[str]:
+    """Copies of each sentence (of 3+ words) with two neighbouring words swapped: word order
+    the labelled data never shows, for the teacher to label."""
+    rng = random.Random(f"{seed}:swap")
+    out: list[str] = []
+    for _ in range(copies):
+        for text in texts:
+            words = text.split()
+            if len(words) >= 3:
+                i = rng.randrange(len(words) - 1)
+                words[i], words[i + 1] = words[i + 1], words[i]
+                out.append(" ".join(words))
+    return out
+
+
+def recombine(texts: list[str], labels: np.ndarray, copies: int, seed: int) -> list[str]:
+    """Sentences spliced from the start of one train sentence and the end of another of the
+    same intent: new n-gram combinations (carrier phrase x entity) that stay in-domain."""
+    rng = random.Random(f"{seed}:recombine")
+    by_label: dict[int, list[list[str]]] = {}
+    for text, label in zip(texts, labels.tolist(), strict=True):
+        by_label.setdefault(int(label), []).append(text.split())
+    out: list[str] = []
+    for _ in range(copies):
+        for text, label in zip(texts, labels.tolist(), strict=True):
+            head, tail = text.split(), rng.choice(by_label[int(label)])
+            if len(head) < 2 or len(tail) < 2:
+                continue
+            cut_a, cut_b = rng.randrange(1, len(head)), rng.randrange(1, len(tail))
+            out.append(" ".join(head[:cut_a] + tail[cut_b:]))
+    return out
+
+
+class LogitStore:
+    """A teacher's logits per sentence on disk (``logits-texts.json`` + ``logits.npy``), so
+    students can be iterated over new transfer sets without re-running the teacher on the
+    sentences it has already labelled."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.rows: dict[str, np.ndarray] = {}
+        texts_path = folder / "logits-texts.json"
+        if texts_path.exists():
+            texts = json.loads(texts_path.read_text(encoding="utf-8"))
+            logits = np.load(folder / "logits.npy")
+            if len(texts) == len(logits):
+                self.rows = dict(zip(texts, logits, strict=True))
+
+    def missing(self, texts: list[str]) -> list[str]:
+        return list(dict.fromkeys(t for t in texts if t not in self.rows))
+
+    def add(self, texts: list[str], logits: np.ndarray) -> None:
+        self.rows.update(zip(texts, logits.astype(np.float32), strict=True))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        texts = list(self.rows)
+        np.save(self.folder / "logits.npy", np.stack([self.rows[t] for t in texts]))
+        (self.folder / "logits-texts.json").write_text(json.dumps(texts), encoding="utf-8")
+
+    def get(self, texts: list[str]) -> np.ndarray:
+        return np.stack([self.rows[t] for t in texts])
+
+
+def finetune_epochs(spec: str, dataset: str) -> int:
+    """MiniLM fine-tuning epochs for ``dataset`` from ``--finetune``: ``N`` for every data
+    set, or ``snips=1,hwu64=0`` (data sets left out get 0: a frozen encoder)."""
+    if "=" not in spec:
+        return int(spec)
+    pairs = dict(item.split("=", 1) for item in spec.split(",") if item.strip())
+    return int(pairs.get(dataset.lower(), 0))
+
+
+def teacher_key(data: Dataset, args: argparse.Namespace) -> str:
+    """Cache key of a trained teacher: its recipe and a digest of the train split."""
+    digest = hashlib.sha256(json.dumps(data.train).encode("utf-8")).hexdigest()[:10]
+    epochs = 2 if args.quick else args.teacher_epochs
+    finetune = finetune_epochs(args.finetune, data.name)
+    return f"{data.name.lower()}-{args.teacher}-ft{finetune}-e{epochs}-s{args.seed}-{digest}"
+
+
+def sparse_features(featurizer: Featurizer, texts: list[str]) -> Any:
+    """The featurizer's vectors of ``texts`` as a CSR matrix: the transfer set is ~10^5
+    sentences x 10^4 buckets, which as a dense float32 matrix would take gigabytes."""
+    from scipy.sparse import csr_matrix
+
+    from agent.featurize import tokenize
+
+    indptr, indices, values = [0], [], []
+    for text in texts:
+        index, weights = featurizer.sparse_words(tokenize(text))
+        unique, first = np.unique(index, return_index=True)  # repeats carry the same weight
+        indices.append(unique)
+        values.append(weights[first])
+        indptr.append(indptr[-1] + len(unique))
+    return csr_matrix(
+        (  # (data, indices, indptr)
+            np.concatenate(values) if values else np.zeros(0, np.float32),
+            np.concatenate(indices) if indices else np.zeros(0, np.intp),
+            np.array(indptr),
+        ),
+        shape=(len(texts), featurizer.config.dim),
+        dtype=np.float32,
+    )
 
 
 def choose_threshold(scores: np.ndarray, truth: np.ndarray, oos: int, cost: float = 1.0) -> float:
@@ -224,14 +339,24 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def make_teacher(name: str, quick: bool, cache: Path, finetune: int = 0) -> Any:
+def make_teacher(
+    name: str,
+    quick: bool,
+    cache: Path,
+    finetune: int = 0,
+    epochs: int = 15,
+    threads: int | None = None,
+) -> Any:
+    """The ``--teacher`` model; ``cache`` holds MiniLM's frozen-encoder embeddings."""
     from convert.teacher import MiniLMTeacher, MlpTeacher
 
-    epochs = 2 if quick else 15
+    epochs = 2 if quick else epochs
     if name == "mlp":
         return MlpTeacher(epochs=epochs)
     if name == "minilm":
-        return MiniLMTeacher(epochs=epochs, cache_dir=cache, finetune_epochs=finetune)
+        return MiniLMTeacher(
+            epochs=epochs, cache_dir=cache, finetune_epochs=finetune, threads=threads
+        )
     raise SystemExit(f"unknown teacher {name}")
 
 
@@ -249,6 +374,62 @@ def train_svm(texts: list[str], labels: np.ndarray) -> Any:
         LinearSVC(C=1.0),
     )
     return model.fit(texts, labels)
+
+
+def cached_teacher(
+    data: Dataset,
+    args: argparse.Namespace,
+    transfer: list[str],
+    n_classes: int,
+    work: Path,
+    log: Any,
+) -> tuple[Path, np.ndarray, int]:
+    """The teacher of this recipe (trained now, or loaded from the cache) and its logits on
+    ``transfer``: returns the pickled teacher's path, the logits and the teacher's bytes."""
+    labels = sorted({label for _, label in data.train})
+    index = {label: i for i, label in enumerate(labels)}
+    train_texts = [t for t, _ in data.train]
+    y_train = np.array([index[lab] for _, lab in data.train], np.int64)
+    cache = (args.teacher_cache or work.parent / "teachers") / teacher_key(data, args)
+    teacher_path, meta_path = cache / "teacher.pkl", cache / "teacher.json"
+    teacher: Any = None
+    if not meta_path.exists():
+        finetune = finetune_epochs(args.finetune, data.name)
+        log(f"[{data.name}] teacher {args.teacher} (finetune {finetune}) -> {cache}")
+        teacher = make_teacher(
+            args.teacher,
+            args.quick,
+            work.parent / "cache",
+            finetune,
+            args.teacher_epochs,
+            args.teacher_threads,
+        )
+        fitted = time.time()
+        teacher.fit(train_texts, y_train, n_classes, args.seed)
+        meta = {"size_bytes": teacher.size_bytes(), "fit_seconds": time.time() - fitted}
+        log(f"[{data.name}] teacher fit in {meta['fit_seconds']:.0f} s")
+        memo = getattr(teacher, "_memo", None)
+        if memo is not None:
+            teacher._memo = {}  # the embedding memo is a cache, not part of the model
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(teacher_path, "wb") as handle:
+            pickle.dump(teacher, handle)
+        if memo is not None:
+            teacher._memo = memo
+        meta_path.write_text(json.dumps(meta))
+    else:
+        log(f"[{data.name}] teacher from {cache}")
+    store = LogitStore(cache)
+    missing = store.missing(transfer)
+    if missing:
+        if teacher is None:
+            with open(teacher_path, "rb") as handle:
+                teacher = pickle.load(handle)
+        started = time.time()
+        store.add(missing, teacher.logits(missing))
+        log(f"[{data.name}] teacher labelled {len(missing)} in {time.time() - started:.0f} s")
+    size = int(json.loads(meta_path.read_text())["size_bytes"])
+    return teacher_path, store.get(transfer), size
 
 
 def bench_dataset(
@@ -287,45 +468,47 @@ def bench_dataset(
         )
         log(f"  {name}: {acc:.2f} / {oos_recall} thr={threshold} {stats}")
 
-    # Teacher.
-    log(f"[{data.name}] teacher {args.teacher}")
-    teacher = make_teacher(args.teacher, args.quick, work.parent / "cache", args.finetune)
-    teacher.fit(train_texts, y_train, n_classes, args.seed)
+    # Teacher: trained once per recipe and cached with its logits (fine-tuning MiniLM takes
+    # tens of minutes on 2 cores), so that student recipes iterate in minutes.
     transfer = train_texts + word_dropout(train_texts, args.dropout_copies, args.seed)
+    transfer += word_swaps(train_texts, args.swap_copies, args.seed)
+    transfer += recombine(train_texts, y_train, args.recombine_copies, args.seed)
     for other in others:
         transfer += [t for t, _ in other.train]
     y_transfer = np.concatenate([y_train, -np.ones(len(transfer) - len(train_texts), np.int64)])
-    teacher_logits = teacher.logits(transfer)
-    teacher_path = work / "teacher.pkl"
-    if hasattr(teacher, "_memo"):
-        teacher._memo = {}
-    with open(teacher_path, "wb") as handle:
-        pickle.dump(teacher, handle)
+    teacher_path, teacher_logits, size = cached_teacher(data, args, transfer, n_classes, work, log)
     scores, stats = _run_child("teacher", teacher_path, eval_texts, timed, work, args.latency_n)
-    finish("teacher", _softmax(scores), stats, teacher.size_bytes())
-    del teacher
+    finish("teacher", _softmax(scores), stats, size)
 
     # Student, distilled on the transfer set.
     log(f"[{data.name}] student on {len(transfer)} sentences")
-    featurizer = Featurizer(STUDENT_FEATURIZER)
-    features = featurizer.transform(transfer)
-    student = build_mlp(STUDENT_FEATURIZER.dim, n_classes, MlpConfig(hidden=args.hidden))
+    student_featurizer = FeaturizerConfig(dim=args.dim, char_max=args.char_max)
+    featurizer = Featurizer(student_featurizer)
+    features = sparse_features(featurizer, transfer)
+    student = build_mlp(
+        args.dim,
+        n_classes,
+        MlpConfig(hidden=args.hidden, input_dropout=args.input_dropout, dropout=args.dropout),
+    )
     config = FitConfig(
         epochs=2 if args.quick else args.epochs,
         alpha=args.alpha,
         temperature=args.temperature,
-        learning_rate=2e-3,
-        batch_size=64,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
     )
     fit(student, features, y_transfer, config, seed=args.seed, teacher_logits=teacher_logits)
     rng = np.random.default_rng(args.seed)
-    representative = features[rng.choice(len(train_texts), min(500, len(train_texts)), False)]
+    sample = rng.choice(len(train_texts), min(500, len(train_texts)), False)
+    representative = features[np.sort(sample)].toarray()
     del features
     for mode, name in (("float32", "float"), ("int8", "int8")):
         blob = to_tflite(student, representative, mode)
         path = work / f"student-{mode}.tflite"
         path.write_bytes(blob)
-        scores, stats = _run_child("tflite", path, eval_texts, timed, work, args.latency_n)
+        scores, stats = _run_child(
+            "tflite", path, eval_texts, timed, work, args.latency_n, student_featurizer
+        )
         finish(name, scores, stats, len(blob))
     keras.backend.clear_session()
 
@@ -382,20 +565,40 @@ def table(results: list[Result], teacher: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; its defaults are the benchmark's recipe."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--datasets", default="snips,hwu64,clinc150")
     parser.add_argument("--teacher", choices=("mlp", "minilm"), default="minilm")
     parser.add_argument("--quick", action="store_true", help="2 epochs each: a smoke run")
     parser.add_argument(
         "--finetune",
+        default="snips=1",
+        help="epochs of end-to-end MiniLM fine-tuning before the teacher's head: N, or per "
+        "data set as snips=1,hwu64=0",
+    )
+    parser.add_argument("--teacher-epochs", type=int, default=15, help="teacher head epochs")
+    parser.add_argument(
+        "--teacher-threads",
         type=int,
-        default=0,
-        help="epochs of end-to-end MiniLM fine-tuning before the teacher's head",
+        default=None,
+        help="torch threads of the MiniLM teacher (1 is steadier on a shared 2-core machine)",
+    )
+    parser.add_argument(
+        "--teacher-cache",
+        type=Path,
+        default=None,
+        help="trained teachers and their transfer-set logits (default WORK/teachers)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=10, help="student epochs")
     parser.add_argument("--hidden", type=int, default=256, help="student hidden width")
+    parser.add_argument("--dim", type=int, default=STUDENT_FEATURIZER.dim, help="hash buckets")
+    parser.add_argument("--char-max", type=int, default=STUDENT_FEATURIZER.char_max)
+    parser.add_argument("--input-dropout", type=float, default=0.2)
+    parser.add_argument("--dropout", type=float, default=0.3)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--alpha", type=float, default=0.3)
     parser.add_argument("--temperature", type=float, default=3.0)
     parser.add_argument(
@@ -403,6 +606,18 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         help="word-dropped copies of each train sentence in the transfer set",
+    )
+    parser.add_argument(
+        "--swap-copies",
+        type=int,
+        default=0,
+        help="copies of each train sentence with two neighbouring words swapped",
+    )
+    parser.add_argument(
+        "--recombine-copies",
+        type=int,
+        default=0,
+        help="same-intent splices (start of one train sentence + end of another) per sentence",
     )
     parser.add_argument(
         "--no-other-sets",
@@ -414,6 +629,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.child:
         kind, model, texts, out, n = args.child
@@ -421,6 +641,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.latency_n = min(args.latency_n, 200)
+    # -v also shows the teacher's fine-tuning progress (minutes per epoch on a small CPU).
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s"
+    )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     root = args.root or default_root()

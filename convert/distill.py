@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
@@ -32,9 +33,40 @@ class FitConfig:
 EpochCallback = Callable[[int, float], None]
 
 
+def _batches(
+    features: Any,
+    labels: np.ndarray,
+    teacher_logits: np.ndarray,
+    batch_size: int,
+    seed: int,
+) -> Callable[[], Any]:
+    """A fresh shuffled pass over the rows, each epoch; a scipy sparse matrix is made dense
+    one batch at a time (a transfer set of 10^5 sentences x 10^4 buckets would take GBs)."""
+    labels = labels.astype(np.int32)
+    teacher_logits = teacher_logits.astype(np.float32)
+    if isinstance(features, np.ndarray):
+        data = (
+            tf.data.Dataset.from_tensor_slices((features, labels, teacher_logits))
+            .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+            .batch(batch_size)
+            .prefetch(2)
+        )
+        return lambda: data
+    features = features.tocsr()
+    rng = np.random.default_rng(seed)
+
+    def epoch() -> Any:
+        order = rng.permutation(len(labels))
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            yield features[rows].toarray(), labels[rows], teacher_logits[rows]
+
+    return epoch
+
+
 def fit(
     model: keras.Model,
-    features: np.ndarray,
+    features: Any,
     labels: np.ndarray,
     config: FitConfig,
     *,
@@ -45,7 +77,8 @@ def fit(
 ) -> None:
     """Train ``model`` in place; ``labels`` are class indices, -1 for unlabeled rows.
 
-    Unlabeled rows (only useful with a teacher) contribute the distillation term alone.
+    ``features`` is a dense array or a scipy sparse matrix. Unlabeled rows (only useful with
+    a teacher) contribute the distillation term alone.
     """
     n_classes = model.output_shape[-1]
     if teacher_logits is None:
@@ -55,14 +88,7 @@ def fit(
         alpha = config.alpha
     temperature = config.temperature
     optimizer = keras.optimizers.Adam(config.learning_rate)
-    data = (
-        tf.data.Dataset.from_tensor_slices(
-            (features, labels.astype(np.int32), teacher_logits.astype(np.float32))
-        )
-        .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
-        .prefetch(2)
-    )
+    data = _batches(features, labels, teacher_logits, config.batch_size, seed)
 
     @tf.function(reduce_retracing=True)
     def step(x: tf.Tensor, y: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
@@ -84,7 +110,7 @@ def fit(
     keras.utils.set_random_seed(seed)
     for epoch in range(config.epochs):
         total, batches = 0.0, 0
-        for x, y, t in data:
+        for x, y, t in data():
             total += float(step(x, y, t))
             batches += 1
             if pruner is not None:

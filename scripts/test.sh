@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
-# Programs the tests run for real: a broker, a speech synthesizer, audio tools, PortAudio.
-APT_PACKAGES="mosquitto espeak-ng sox libportaudio2 openssl pulseaudio pulseaudio-utils libasound2-plugins"
+# Programs the tests run for real: a broker, a speech synthesizer, audio tools, PortAudio,
+# an audio server (PulseAudio with the ALSA plugin) and systemd-analyze.
+APT_PACKAGES="mosquitto espeak-ng sox libportaudio2 openssl pulseaudio pulseaudio-utils libasound2-plugins systemd"
 missing=""
 for package in $APT_PACKAGES; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"

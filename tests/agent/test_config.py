@@ -534,3 +534,26 @@ def test_fuzz_raises_only_config_error(
 def test_readme_documents_every_key_with_its_default() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     assert f"```toml\n{DEFAULT_TOML}```" in readme
+
+
+def test_outbox_and_decoder_settings(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f'{model_line()}[outbox]\npath = "spool/outbox.sqlite"\nexpire_after = 0\n'
+        "max_messages = 50\n[vosk]\ntrailing_silence = 0.25\nbeam = 8\n",
+    )
+    config = load_config(path, environ={})
+    assert config.outbox.path == tmp_path / "spool" / "outbox.sqlite"
+    assert config.outbox.expire_after is None  # 0: never expire (max_age still applies)
+    assert (config.outbox.max_messages, config.outbox.max_age) == (50, 86400.0)
+    assert (config.vosk.trailing_silence, config.vosk.beam, config.vosk.max_active) == (
+        0.25,
+        8.0,
+        0,
+    )
+    late = write(tmp_path, f"{model_line()}[outbox]\nmax_age = 30\n", name="late.toml")
+    assert error(late, environ={}) == (
+        f"{late}: outbox.expire_after: must not exceed outbox.max_age (60 > 30)"
+    )
+    negative = write(tmp_path, f"{model_line()}[vosk]\ntrailing_silence = -1\n", name="neg.toml")
+    assert error(negative, environ={}).startswith(f"{negative}: vosk.trailing_silence: ")
