@@ -21,7 +21,15 @@ from typing import Any, Final, Literal
 
 from agent.errors import UsageError
 
-__all__ = ["BROKERS", "BrokerError", "EmbeddedBroker", "free_port", "listening", "start_broker"]
+__all__ = [
+    "BROKERS",
+    "BrokerError",
+    "EmbeddedBroker",
+    "free_port",
+    "listening",
+    "start_broker",
+    "terminate",
+]
 
 HOST: Final = "127.0.0.1"
 BROKERS: Final = ("auto", "mosquitto", "amqtt")
@@ -46,6 +54,18 @@ def listening(port: int, host: str = HOST) -> bool:
             return True
     except OSError:
         return False
+
+
+def terminate(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """Stop ``process``: SIGTERM, then SIGKILL if it is still there after ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _mosquitto() -> str | None:
@@ -128,12 +148,7 @@ class EmbeddedBroker:
     def stop(self) -> None:
         """Stop the broker and remove its files."""
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            terminate(self._process)
             self._process = None
         if self._loop is not None and self._thread is not None:
             loop = self._loop

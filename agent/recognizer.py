@@ -94,6 +94,11 @@ class RecognizerSettings:
     """Kaldi's stderr log level: -1 keeps it quiet, 0 shows its LOG lines."""
     decoder: DecoderOptions = DecoderOptions()
     """Beam and endpoint overrides of the model's ``conf/model.conf``."""
+    sentence_pause: float = 0.0
+    """With a grammar of whole sentences: end the utterance once the partial result has been
+    one complete sentence of the grammar for this many seconds of audio, without waiting
+    for Vosk's endpoint (0: off). A sentence that is the start of a longer one ends early
+    if the speaker pauses that long inside the longer one."""
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,10 @@ class _Utterance:
     rate: int = 0
     audio_seconds: float = 0.0
     decode_seconds: float = 0.0
+    partial: str = ""
+    """The last partial result (tracked only for ``sentence_pause``)."""
+    partial_seconds: float = 0.0
+    """Audio since the partial result last changed."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +260,8 @@ class _Grammar:
 
     json: str | None
     dropped: tuple[str, ...] = ()
+    sentences: frozenset[str] = frozenset()
+    """The grammar's entries when they are whole sentences (some has a space), else empty."""
 
 
 class Recognizer:
@@ -334,7 +345,9 @@ class Recognizer:
             log.info("grammar words missing from the speech model, ignored: %s", " ".join(dropped))
         if self.settings.add_unk and UNK not in known and self.knows_word(UNK):
             known[UNK] = None
-        return _Grammar(json.dumps(list(known), ensure_ascii=False), tuple(dropped))
+        whole = any(" " in k for k in known)
+        sentences = frozenset(k for k in known if k != UNK) if whole else frozenset()
+        return _Grammar(json.dumps(list(known), ensure_ascii=False), tuple(dropped), sentences)
 
     def _recognizer(self, rate: int) -> Any:
         rec = self._recognizers.get(rate)
@@ -371,7 +384,19 @@ class Recognizer:
         self._fed[chunk.rate] = self._fed.get(chunk.rate, 0.0) + chunk.seconds
         if ended:
             return self._take(rec.Result())
-        if log.isEnabledFor(logging.DEBUG):
+        pause = self.settings.sentence_pause
+        if pause > 0 and self._grammar.sentences:
+            partial = json.loads(rec.PartialResult()).get("partial", "")
+            if partial != current.partial:
+                current.partial, current.partial_seconds = partial, 0.0
+            else:
+                current.partial_seconds += chunk.seconds
+            if partial in self._grammar.sentences and current.partial_seconds >= pause:
+                started = time.perf_counter()
+                result = rec.FinalResult()
+                current.decode_seconds += time.perf_counter() - started
+                return self._take(result)
+        elif log.isEnabledFor(logging.DEBUG):
             log.debug("partial: %s", json.loads(rec.PartialResult()).get("partial", ""))
         return None
 

@@ -84,6 +84,7 @@ def build_daemon(config: Config, publisher: Publisher, notifier: Notifier | None
             lattice_beam=vosk.lattice_beam or None,
             trailing_silence=vosk.trailing_silence or None,
         ),
+        sentence_pause=vosk.sentence_pause,
     )
     recognizer = Recognizer(settings)
     log.info(

@@ -15,7 +15,7 @@ A subscriber records when each utterance's last message arrives. Prints markdown
 - Vosk real-time factor over the same WAVs in grammar mode and in open vocabulary;
 - the daemon's peak RSS and its model load times.
 
-    python bench/e2e.py       # 60 utterances, trailing silence 0 (the model's), 0.3 and 0.2 s
+    python bench/e2e.py -n 50   # the model's pause, 0.2 s, a sentence then 0.25 / 0.4 s
     python bench/e2e.py -n 100 --trailing-silence 0.3
 """
 
@@ -196,18 +196,20 @@ class RunResult:
     startup_s: float
 
 
-def run_daemon(utterances: list[Utterance], trailing: float, work: Path) -> RunResult:
+def run_daemon(
+    utterances: list[Utterance], trailing: float, work: Path, sentence_pause: float = 0.0
+) -> RunResult:
     broker = start_broker("mosquitto")
-    config = work / f"config-{trailing}.toml"
+    config = work / f"config-{trailing}-{sentence_pause}.toml"
     config.write_text(
         f'[model]\npath = "{MODEL}"\n[vosk]\nmodel = "{packaged_model_dir()}"\n'
-        f"trailing_silence = {trailing}\n"
+        f"trailing_silence = {trailing}\nsentence_pause = {sentence_pause}\n"
         f'[audio]\nsource = "stdin"\nrate = {RATE}\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nsite_id = "bench"\n'
-        f'[outbox]\npath = "{work / f"outbox-{trailing}.sqlite"}"\n'
+        f'[outbox]\npath = "{work / f"outbox-{trailing}-{sentence_pause}.sqlite"}"\n'
     )
     arrivals = Arrivals(broker.port)
-    log_path = work / f"daemon-{trailing}.log"
+    log_path = work / f"daemon-{trailing}-{sentence_pause}.log"
     started = time.monotonic()
     with log_path.open("wb") as log:
         daemon = subprocess.Popen(
@@ -258,6 +260,8 @@ def run_daemon(utterances: list[Utterance], trailing: float, work: Path) -> RunR
     lines = [m.groupdict() for m in LOG_LINE.finditer(text)]
     loaded = LOADED.search(text)
     label = f"a pause of {trailing:g} s" if trailing else "the model's own pause rules"
+    if sentence_pause:
+        label = f"a complete sentence, then {sentence_pause:g} s"
     return RunResult(
         label,
         latencies,
@@ -368,7 +372,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=60, help="utterances per run (default 60)")
     parser.add_argument(
-        "--trailing-silence", default="0,0.3,0.2", help="vosk.trailing_silence values to run"
+        "--trailing-silence", default="0,0.2", help="vosk.trailing_silence values to run ('' none)"
+    )
+    parser.add_argument(
+        "--sentence-pause", default="0.25,0.4", help="vosk.sentence_pause values to run ('' none)"
     )
     args = parser.parse_args()
     for tool in ("espeak-ng", "sox", "mosquitto"):
@@ -381,7 +388,14 @@ def main() -> int:
         speech = sum(len(u.pcm) for u in utterances) / (2 * RATE)
         results = [run_end_of_stream(utterances, work)]
         results += [
-            run_daemon(utterances, float(value), work) for value in args.trailing_silence.split(",")
+            run_daemon(utterances, float(value), work)
+            for value in args.trailing_silence.split(",")
+            if value
+        ]
+        results += [
+            run_daemon(utterances, 0.0, work, float(value))
+            for value in args.sentence_pause.split(",")
+            if value
         ]
         factors = real_time_factors(work)
 

@@ -118,7 +118,7 @@ def test_default_toml_is_the_defaults(tmp_path: Path) -> None:
             mentioned.add((current, commented[1]))
     for field in ("port", "password"):
         assert ("mqtt", field) in mentioned and field not in document["mqtt"]  # type: ignore[operator]
-    assert len(mentioned) == 39
+    assert len(mentioned) == 40
 
 
 def test_search_order(tmp_path: Path) -> None:

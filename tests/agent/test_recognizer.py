@@ -271,3 +271,39 @@ def test_decoder_options_on_a_model_without_model_conf(tmp_path: Path) -> None:
     with pytest.raises(RecognizerError) as err:
         Recognizer(RecognizerSettings(model, decoder=DecoderOptions(beam=8)))
     assert str(err.value) == (f"{model}: incomplete Vosk model (missing conf/model.conf)")
+
+
+def test_sentence_pause_ends_a_complete_sentence_early(korean_speech) -> None:
+    """Streamed like a microphone (50 ms chunks, then silence): with sentence_pause the
+    utterance ends soon after the sentence is complete, instead of at Vosk's endpoint."""
+    import wave
+
+    with wave.open(str(korean_speech("노래 정지", 16000).path), "rb") as wav:
+        pcm = wav.readframes(wav.getnframes())
+    stream = bytes(16000) + pcm + bytes(2 * 16000 * 2)  # 0.5 s before, 2 s of silence after
+    speech_end = (16000 + len(pcm)) / (2 * 16000)
+
+    def heard_at(settings: RecognizerSettings) -> tuple[str, float]:
+        recognizer = Recognizer(settings)
+        position = 0.0
+        for i in range(0, len(stream), 1600):
+            chunk = AudioChunk(stream[i : i + 1600], 16000)
+            position += chunk.seconds
+            transcript = recognizer.feed(chunk)
+            if transcript is not None:
+                return transcript.text, position - speech_end
+        raise AssertionError("no endpoint in 2 s of silence")
+
+    grammar = load_grammar(KO_INTENTS)
+    text, late = heard_at(RecognizerSettings(packaged_model_dir(), grammar))
+    early_text, early = heard_at(
+        RecognizerSettings(packaged_model_dir(), grammar, sentence_pause=0.25)
+    )
+    assert text == early_text == "노래 정지"
+    assert early < late
+    assert early < 0.5
+    # A word grammar has no sentences to recognize as complete: the option does nothing.
+    _, words_late = heard_at(
+        RecognizerSettings(packaged_model_dir(), ko_words(), sentence_pause=0.25)
+    )
+    assert words_late > 0.5
