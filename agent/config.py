@@ -84,10 +84,11 @@ lattice_beam = 0.0
 # of speech and the command is this pause: 0.3 answers quickly but cuts a long hesitation.
 trailing_silence = 0.0
 # With a grammar of whole sentences (a small spec): end the utterance once Vosk has heard
-# one complete sentence and nothing new for this many seconds, without waiting for the
-# pause above; 0 turns it off. A command that is the start of a longer one ("lights off"
-# / "lights off in the kitchen") ends early if the speaker hesitates that long inside it.
-sentence_pause = 0.0
+# one complete sentence and the audio has been quiet for this many seconds, without
+# waiting for the pause above; 0 turns it off. A command that is the start of a longer one
+# ("lights off" / "lights off in the kitchen") ends early if the speaker hesitates that
+# long inside it.
+sentence_pause = 0.2
 
 [wake]
 # Words that must start a command, e.g. "hey pi"; "" listens to everything.
@@ -189,7 +190,7 @@ class VoskConfig:
     max_active: int = 0
     lattice_beam: float = 0.0
     trailing_silence: float = 0.0
-    sentence_pause: float = 0.0
+    sentence_pause: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -396,7 +397,7 @@ _SCHEMA: Final[Mapping[str, _Key]] = MappingProxyType(
         "vosk.max_active": _Key(0, _integer(0, 1_000_000), "int"),
         "vosk.lattice_beam": _Key(0.0, _number(0.0, 100.0), "float"),
         "vosk.trailing_silence": _Key(0.0, _number(0.0, 10.0), "float"),
-        "vosk.sentence_pause": _Key(0.0, _number(0.0, 10.0), "float"),
+        "vosk.sentence_pause": _Key(0.2, _number(0.0, 10.0), "float"),
         "wake.phrase": _Key("", _string()),
         "wake.window": _Key(5.0, _number(0.0), "float"),
         "audio.source": _Key("microphone", _choice(*AUDIO_SOURCES)),

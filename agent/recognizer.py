@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
+
 from agent.audio import AudioChunk, EndOfStream, Item
 
 __all__ = [
@@ -95,10 +97,11 @@ class RecognizerSettings:
     decoder: DecoderOptions = DecoderOptions()
     """Beam and endpoint overrides of the model's ``conf/model.conf``."""
     sentence_pause: float = 0.0
-    """With a grammar of whole sentences: end the utterance once the partial result has been
-    one complete sentence of the grammar for this many seconds of audio, without waiting
-    for Vosk's endpoint (0: off). A sentence that is the start of a longer one ends early
-    if the speaker pauses that long inside the longer one."""
+    """With a grammar of whole sentences: end the utterance once the partial result is one
+    complete sentence of the grammar and the audio has been quiet (a tenth of the
+    utterance's loudest level) for this many seconds, without waiting for Vosk's endpoint
+    (0: off). A sentence that is the start of a longer one ends early if the speaker pauses
+    that long inside the longer one."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,20 @@ def load_grammar(model_dir: str | Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(w.strip() for w in data if w.strip()))
 
 
+def _quiet_for(utterance: _Utterance, chunk: AudioChunk) -> float:
+    """Seconds of quiet audio at the end of ``utterance``, counting ``chunk``: quiet is under
+    a tenth (-20 dB) of the loudest chunk so far, so no fixed level has to fit every mic."""
+    samples = np.frombuffer(chunk.pcm, dtype="<i2").astype(np.float32)
+    level = float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0
+    if level > utterance.loudest:
+        utterance.loudest = level
+    if level * 10 < utterance.loudest:
+        utterance.quiet_seconds += chunk.seconds
+    else:
+        utterance.quiet_seconds = 0.0
+    return utterance.quiet_seconds
+
+
 def _rewrite_conf(text: str, replace: dict[str, str]) -> str:
     """``model.conf`` with the options in ``replace`` set (kept in place, or appended)."""
     lines: list[str] = []
@@ -248,10 +265,10 @@ class _Utterance:
     rate: int = 0
     audio_seconds: float = 0.0
     decode_seconds: float = 0.0
-    partial: str = ""
-    """The last partial result (tracked only for ``sentence_pause``)."""
-    partial_seconds: float = 0.0
-    """Audio since the partial result last changed."""
+    loudest: float = 0.0
+    """The loudest chunk's RMS so far (tracked only for ``sentence_pause``)."""
+    quiet_seconds: float = 0.0
+    """Audio since the last chunk louder than a tenth of ``loudest``."""
 
 
 @dataclass(frozen=True)
@@ -385,13 +402,9 @@ class Recognizer:
         if ended:
             return self._take(rec.Result())
         pause = self.settings.sentence_pause
-        if pause > 0 and self._grammar.sentences:
+        if pause > 0 and self._grammar.sentences and _quiet_for(current, chunk) >= pause:
             partial = json.loads(rec.PartialResult()).get("partial", "")
-            if partial != current.partial:
-                current.partial, current.partial_seconds = partial, 0.0
-            else:
-                current.partial_seconds += chunk.seconds
-            if partial in self._grammar.sentences and current.partial_seconds >= pause:
+            if partial in self._grammar.sentences:
                 started = time.perf_counter()
                 result = rec.FinalResult()
                 current.decode_seconds += time.perf_counter() - started
