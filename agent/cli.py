@@ -153,7 +153,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     demo.add_argument(
         "--vosk-dir",
         type=Path,
-        default=Path.home() / ".cache" / "voice-agent" / "vosk",
+        default=fetch.USER_DIR,
         metavar="DIR",
         help="where the English Vosk model is downloaded to (default: %(default)s)",
     )

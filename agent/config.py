@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from types import MappingProxyType
@@ -26,6 +26,7 @@ from agent.errors import UsageError
 from agent.metadata import METADATA_FILE
 from agent.mqtt import MqttSettings
 from agent.outbox import OutboxSettings
+from agent.recognizer import DecoderOptions
 from agent.tflite import RUNTIMES
 
 __all__ = [
@@ -185,11 +186,8 @@ class VoskConfig:
     model: Path
     grammar: bool
     max_unk_ratio: float
-    beam: float = 0.0
-    """0 keeps the model's own (as do the other decoder settings)."""
-    max_active: int = 0
-    lattice_beam: float = 0.0
-    trailing_silence: float = 0.0
+    decoder: DecoderOptions = field(default_factory=DecoderOptions)
+    """Beams and endpoint pause; a key given as 0 keeps the model's own (None here)."""
     sentence_pause: float = 0.2
 
 
@@ -797,10 +795,12 @@ def load_config(
             model=vosk,
             grammar=bool(v["vosk.grammar"]),
             max_unk_ratio=float(v["vosk.max_unk_ratio"]),  # type: ignore[arg-type]
-            beam=float(v["vosk.beam"]),  # type: ignore[arg-type]
-            max_active=int(v["vosk.max_active"]),  # type: ignore[call-overload]
-            lattice_beam=float(v["vosk.lattice_beam"]),  # type: ignore[arg-type]
-            trailing_silence=float(v["vosk.trailing_silence"]),  # type: ignore[arg-type]
+            decoder=DecoderOptions(
+                beam=float(v["vosk.beam"]) or None,  # type: ignore[arg-type]
+                max_active=int(v["vosk.max_active"]) or None,  # type: ignore[call-overload]
+                lattice_beam=float(v["vosk.lattice_beam"]) or None,  # type: ignore[arg-type]
+                trailing_silence=float(v["vosk.trailing_silence"]) or None,  # type: ignore[arg-type]
+            ),
             sentence_pause=float(v["vosk.sentence_pause"]),  # type: ignore[arg-type]
         ),
         wake=WakeConfig(

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from agent import hermes
@@ -20,6 +20,7 @@ from agent.actions import Message, render_actions
 from agent.audio import EndOfStream, Item
 from agent.classifier import IntentClassifier
 from agent.decision import Decision, decide
+from agent.notify import Notifier
 from agent.recognizer import Recognizer, Transcript
 from agent.wake import WakeGate
 
@@ -41,17 +42,6 @@ class Publisher(Protocol):
         """Wait until everything taken so far is acknowledged; False if that is not so
         within ``timeout`` seconds (or at once, when the broker is unreachable)."""
         ...
-
-
-class Notifier(Protocol):
-    """The systemd notifications the loop sends (see :mod:`agent.notify`)."""
-
-    @property
-    def watchdog_interval(self) -> float | None: ...
-
-    def watchdog(self) -> object: ...
-
-    def status(self, text: str) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -101,7 +91,7 @@ class Counters:
     """Messages the publisher refused (not even queued)."""
     unacknowledged: int = 0
     """Utterances whose messages were not acknowledged in time (left in the outbox)."""
-    last_utterance: float = field(default=0.0)
+    last_utterance: float = 0.0
 
 
 class Daemon:

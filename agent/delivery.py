@@ -96,18 +96,9 @@ class Courier:
         return entry
 
     def publish(self, message: Message, timeout: float = 5.0) -> bool:
-        """:meth:`submit` in the shape of ``MqttLink.publish``, for ``agent.daemon.Publisher``.
-
-        True once the message is durably queued (not yet acknowledged by the broker);
-        False, with a warning, when it cannot be queued. ``timeout`` is not needed: the
-        put is one local fsync.
-        """
-        try:
-            self.submit(message)
-        except (ValueError, sqlite3.Error) as err:
-            logger.warning("not queued for %s: %s", message.topic, err)
-            return False
-        return True
+        """:meth:`publish_all` of one message, in the shape of ``MqttLink.publish``: True
+        once it is durably queued, False (with a warning) when it cannot be."""
+        return self.publish_all((message,), timeout) == 1
 
     def publish_all(self, messages: Sequence[Message], timeout: float = 5.0) -> int:
         """Queue ``messages`` (one utterance's) in one durable transaction; how many were
@@ -115,7 +106,7 @@ class Courier:
         try:
             self.outbox.put_many(messages)
         except (ValueError, sqlite3.Error) as err:
-            logger.warning("%d messages not queued: %s", len(messages), err)
+            logger.warning("not queued for %s: %s", ", ".join(m.topic for m in messages), err)
             return 0
         self._wake.set()
         return len(messages)

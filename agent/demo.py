@@ -26,6 +26,7 @@ from agent.broker import start_broker
 from agent.config import load_config
 from agent.daemon import Outcome
 from agent.errors import UsageError
+from agent.fetch import DEFAULT_DIR, USER_DIR, FetchError, fetch_model, resolve_source
 from agent.recognizer import packaged_model_dir
 from agent.service import audio_items, build_daemon, start_delivery
 
@@ -78,7 +79,7 @@ class DemoOptions:
     lang: str = "en"
     model: Path | None = None
     vosk_model: Path | None = None
-    vosk_dir: Path = Path.home() / ".cache" / "voice-agent" / "vosk"
+    vosk_dir: Path = USER_DIR
     """Where the English Vosk model is downloaded to (once)."""
     host: str | None = None
     port: int = 1883
@@ -105,11 +106,9 @@ def _speech_model(options: DemoOptions, language: Language) -> Path:
         return options.vosk_model
     if language.vosk.startswith("package:"):
         return packaged_model_dir(language.vosk.removeprefix("package:"))
-    for folder in (options.vosk_dir, Path("/var/lib/voice-agent/vosk")):
+    for folder in (options.vosk_dir, DEFAULT_DIR):
         if (folder / language.vosk).is_dir():
             return folder / language.vosk
-    from agent.fetch import FetchError, fetch_model, resolve_source
-
     print(f"downloading the Vosk model {language.vosk} into {options.vosk_dir} (once) ...")
     try:
         return fetch_model(resolve_source(language.vosk), options.vosk_dir)

@@ -60,6 +60,8 @@ KNOWN_MODELS: Final = {
 """Small Vosk models (40-80 MB, fit for a Pi) by name, as listed on alphacephei.com."""
 DEFAULT_MODEL: Final = "vosk-model-small-en-us-0.15"
 DEFAULT_DIR: Final = Path("/var/lib/voice-agent/vosk")
+USER_DIR: Final = Path.home() / ".cache" / "voice-agent" / "vosk"
+"""Where a user's own downloads go when the service's folder is not theirs (the demo)."""
 DEFAULT_TIMEOUT: Final = 30.0
 """Seconds to wait for the server (connect, or the next block of data), not for the download."""
 TEMP_PREFIX: Final = ".voice-agent-fetch-"

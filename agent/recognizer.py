@@ -131,6 +131,26 @@ class Transcript:
     """Audio after the last word when the utterance ended: the endpoint's wait for silence,
     which on a live stream is most of the delay between the end of speech and the text."""
 
+    @classmethod
+    def from_words(
+        cls,
+        words: tuple[Word, ...],
+        audio_seconds: float = 0.0,
+        decode_seconds: float = 0.0,
+        trailing_seconds: float = 0.0,
+    ) -> Transcript:
+        """The transcript of ``words`` ([unk] included): text, confidence and unk ratio."""
+        known = [w for w in words if w.text != UNK]
+        return cls(
+            text=" ".join(w.text for w in known),
+            confidence=sum(w.conf for w in known) / len(known) if known else 0.0,
+            words=words,
+            unk_ratio=(len(words) - len(known)) / len(words) if words else 0.0,
+            audio_seconds=audio_seconds,
+            decode_seconds=decode_seconds,
+            trailing_seconds=trailing_seconds,
+        )
+
     @property
     def real_time_factor(self) -> float:
         """Decode time per second of audio."""
@@ -192,7 +212,7 @@ def _quiet_for(utterance: _Utterance, chunk: AudioChunk) -> float:
     """Seconds of quiet audio at the end of ``utterance``, counting ``chunk``: quiet is under
     a tenth (-20 dB) of the loudest chunk so far, so no fixed level has to fit every mic."""
     samples = np.frombuffer(chunk.pcm, dtype="<i2").astype(np.float32)
-    level = float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0
+    level = float(np.sqrt(np.dot(samples, samples) / samples.size)) if samples.size else 0.0
     if level > utterance.loudest:
         utterance.loudest = level
     if level * 10 < utterance.loudest:
@@ -402,15 +422,15 @@ class Recognizer:
         if ended:
             return self._take(rec.Result())
         pause = self.settings.sentence_pause
-        if pause > 0 and self._grammar.sentences and _quiet_for(current, chunk) >= pause:
+        complete = pause > 0 and self._grammar.sentences and _quiet_for(current, chunk) >= pause
+        if complete or log.isEnabledFor(logging.DEBUG):
             partial = json.loads(rec.PartialResult()).get("partial", "")
-            if partial in self._grammar.sentences:
+            log.debug("partial: %s", partial)
+            if complete and partial in self._grammar.sentences:
                 started = time.perf_counter()
                 result = rec.FinalResult()
                 current.decode_seconds += time.perf_counter() - started
                 return self._take(result)
-        elif log.isEnabledFor(logging.DEBUG):
-            log.debug("partial: %s", json.loads(rec.PartialResult()).get("partial", ""))
         return None
 
     def finish(self) -> Transcript | None:
@@ -474,12 +494,4 @@ def parse_result(
         words = tuple(Word(token, 0.0, 0.0, 1.0) for token in text.split())
     if not words:
         return None
-    known = [w for w in words if w.text != UNK]
-    return Transcript(
-        text=" ".join(w.text for w in known),
-        confidence=sum(w.conf for w in known) / len(known) if known else 0.0,
-        words=words,
-        unk_ratio=(len(words) - len(known)) / len(words),
-        audio_seconds=audio_seconds,
-        decode_seconds=decode_seconds,
-    )
+    return Transcript.from_words(words, audio_seconds, decode_seconds)

@@ -24,7 +24,7 @@ from agent.delivery import Courier
 from agent.mqtt import MqttLink
 from agent.notify import Notifier
 from agent.outbox import Outbox
-from agent.recognizer import DecoderOptions, Recognizer, RecognizerSettings, load_grammar
+from agent.recognizer import Recognizer, RecognizerSettings, load_grammar
 from agent.wake import WakeGate
 
 __all__ = ["RunOptions", "audio_items", "build_daemon", "run", "start_delivery"]
@@ -78,12 +78,7 @@ def build_daemon(config: Config, publisher: Publisher, notifier: Notifier | None
     settings = RecognizerSettings(
         model_dir=vosk.model,
         grammar=wake.grammar(grammar) if grammar is not None else None,
-        decoder=DecoderOptions(
-            beam=vosk.beam or None,
-            max_active=vosk.max_active or None,
-            lattice_beam=vosk.lattice_beam or None,
-            trailing_silence=vosk.trailing_silence or None,
-        ),
+        decoder=vosk.decoder,
         sentence_pause=vosk.sentence_pause,
     )
     recognizer = Recognizer(settings)

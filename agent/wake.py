@@ -10,7 +10,7 @@ the wall clock, so a file or a slow decoder behaves the same as a live microphon
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from agent.featurize import normalize
 from agent.recognizer import UNK, Transcript
@@ -81,13 +81,10 @@ def _without_first(transcript: Transcript, n: int) -> Transcript | None:
             skipped += 1
             continue
         kept.append(word)
-    known = [w for w in kept if w.text != UNK]
-    if not known:
-        return None
-    return replace(
-        transcript,
-        text=" ".join(w.text for w in known),
-        confidence=sum(w.conf for w in known) / len(known),
-        words=tuple(kept),
-        unk_ratio=(len(kept) - len(known)) / len(kept),
+    rest = Transcript.from_words(
+        tuple(kept),
+        transcript.audio_seconds,
+        transcript.decode_seconds,
+        transcript.trailing_seconds,
     )
+    return rest if rest.text else None

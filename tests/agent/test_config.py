@@ -546,11 +546,8 @@ def test_outbox_and_decoder_settings(tmp_path: Path) -> None:
     assert config.outbox.path == tmp_path / "spool" / "outbox.sqlite"
     assert config.outbox.expire_after is None  # 0: never expire (max_age still applies)
     assert (config.outbox.max_messages, config.outbox.max_age) == (50, 86400.0)
-    assert (config.vosk.trailing_silence, config.vosk.beam, config.vosk.max_active) == (
-        0.25,
-        8.0,
-        0,
-    )
+    decoder = config.vosk.decoder
+    assert (decoder.trailing_silence, decoder.beam, decoder.max_active) == (0.25, 8.0, None)
     late = write(tmp_path, f"{model_line()}[outbox]\nmax_age = 30\n", name="late.toml")
     assert error(late, environ={}) == (
         f"{late}: outbox.expire_after: must not exceed outbox.max_age (60 > 30)"
