@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.featurize import Featurizer, normalize, tokenize
-from agent.metadata import NONE_LABEL, ModelError, ModelInfo, load_model_info
+from agent.metadata import NONE_LABEL, ModelError, ModelInfo, check_tflite, load_model_info
 from agent.slots import Slot, SlotMatcher
 from agent.tflite import SparseRunner, open_interpreter
 
@@ -44,8 +44,17 @@ class IntentClassifier:
         self.info = info
         self.featurizer = Featurizer(info.featurizer)
         self.slots = SlotMatcher(info.slots)
+        # Checked again on the very bytes loaded: the file may have changed since model.json
+        # was read (a copy in progress), and a truncated flatbuffer crashes the runtime.
         try:
-            self.interpreter, self.runtime = open_interpreter(info.tflite_path, runtime, threads)
+            content = info.tflite_path.read_bytes()
+        except OSError as err:
+            raise ModelError(f"{info.tflite_path}: cannot read: {err.strerror or err}") from None
+        check_tflite(info.tflite_path, content, info.tflite_sha256)
+        try:
+            self.interpreter, self.runtime = open_interpreter(
+                info.tflite_path, runtime, threads, content
+            )
         except (ValueError, RuntimeError) as err:
             raise ModelError(f"{info.tflite_path}: cannot load: {err}") from None
         try:
@@ -67,12 +76,12 @@ class IntentClassifier:
 
     def probabilities(self, text: str) -> np.ndarray:
         """Probability of every label (in ``info.labels`` order) for ``text``."""
-        return self.runner.probabilities(*self.featurizer.sparse_words(tokenize(text)))
+        return self.runner.probabilities(self.featurizer.occurrences(tokenize(text)))
 
     def classify(self, text: str) -> Classification:
         """Intent, confidence and slots of ``text``, or a rejection with its reason."""
         normalized = normalize(text)
-        raw = self.runner.raw(*self.featurizer.sparse_words(normalized.split()))
+        raw = self.runner.raw(self.featurizer.occurrences(normalized.split()))
         best = int(np.argmax(raw))  # dequantizing is monotonic: argmax the raw output
         confidence = self.runner.probability(float(raw[best]))
         label = self.info.labels[best]

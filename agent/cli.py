@@ -87,7 +87,10 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " from the configuration file (default: /etc/voice-agent/config.toml if it exists,"
         " else built-in defaults; see 'Configuration' in the README); the options below"
         " override single keys. Under systemd it sends READY, STATUS and WATCHDOG"
-        " notifications. One log line per utterance: transcript, decision, stage timings.",
+        " notifications. One log line per utterance: transcript, decision, stage timings."
+        " SIGHUP (systemctl reload voice-agent) reloads the intent model and its grammar"
+        " between utterances; a model that fails to load is logged and the previous one"
+        " keeps serving. SIGTERM or SIGINT stops it cleanly.",
     )
     run.add_argument("--config", type=Path, metavar="FILE", help="configuration file (TOML)")
     run.add_argument(
@@ -117,6 +120,44 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument("--outbox", metavar="FILE", help="the outbox database (outbox.path)")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log.level")
     run.set_defaults(func=_run)
+
+
+def _status(args: argparse.Namespace) -> int:
+    import time
+
+    from agent.config import find_config, load_config
+    from agent.health import describe, is_fresh, read_status, status_path
+
+    if args.file is not None:
+        path = args.file
+    else:
+        config = load_config(find_config(args.config), {"outbox.path": args.outbox}, os.environ)
+        path = status_path(config.outbox.path)
+    document = read_status(path)
+    now = time.time()
+    if args.json:
+        print(json.dumps(document, ensure_ascii=False))
+    else:
+        print("\n".join(describe(document, now)))
+    return 0 if is_fresh(document, now) else 1
+
+
+def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser(
+        "status",
+        help="show the running service's health report",
+        description="Print the health report the running daemon writes every status.interval"
+        " seconds to status.json beside the outbox (outbox.path's folder): uptime, models,"
+        " MQTT connection, last utterance, outbox depth, counters and per-stage latency"
+        " percentiles. Exit status 0 when the daemon is running, 1 when the report is from"
+        " a daemon that stopped or has not reported for two intervals, 2 when there is no"
+        " report. The same document is published retained on voice-agent/<site_id>/status.",
+    )
+    status.add_argument("--config", type=Path, metavar="FILE", help="configuration file (TOML)")
+    status.add_argument("--outbox", metavar="FILE", help="the outbox database (outbox.path)")
+    status.add_argument("--file", type=Path, metavar="FILE", help="read this status file instead")
+    status.add_argument("--json", action="store_true", help="print the report as one JSON line")
+    status.set_defaults(func=_status)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -167,6 +208,43 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     demo.add_argument("-v", "--verbose", action="store_true", help="show the daemon's log")
     demo.set_defaults(func=_demo)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from agent.doctor import run_doctor
+
+    return run_doctor(args.config, os.environ, sys.stdout, args.seconds, args.timeout)
+
+
+def _add_doctor(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the installation: packages, models, microphone, broker, permissions",
+        description="Check everything 'voice-agent run' needs, with the configuration it would"
+        " use, one line per check ('✓ name: detail' or '✗ name: detail — hint'): Python and"
+        " package versions, the TFLite runtime, the intent model, the Vosk model (loadable,"
+        " sample rate) and whether it knows the words of the intent model's grammar, the"
+        " input device with a level meter (peak dBFS), the broker (reachable, TLS,"
+        " authentication), the permissions of the configuration file and the state"
+        " directory, and the systemd unit when installed. Exit status 0 only when every"
+        " check passes. Run it as the service user: sudo -u voice-agent voice-agent doctor.",
+    )
+    doctor.add_argument("--config", type=Path, metavar="FILE", help="configuration file (TOML)")
+    doctor.add_argument(
+        "--seconds",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="how long the level meter listens (default: %(default)g)",
+    )
+    doctor.add_argument(
+        "--timeout",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="seconds to wait for the broker (default: %(default)g)",
+    )
+    doctor.set_defaults(func=_doctor)
 
 
 def _devices(args: argparse.Namespace) -> int:
@@ -240,8 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     # The other subcommands, in the order --help lists them.
     _add_demo(commands)
     _add_devices(commands)
+    _add_doctor(commands)
     fetch.register(commands)
     _add_run(commands)
+    _add_status(commands)
 
     for plugin in sorted(entry_points(group="voice_agent.commands"), key=lambda e: e.name):
         plugin.load()(commands)

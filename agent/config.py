@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,8 +24,9 @@ from types import MappingProxyType
 from typing import Final
 
 from agent.errors import UsageError
+from agent.feedback import FeedbackError, read_sound
 from agent.metadata import METADATA_FILE
-from agent.mqtt import MqttSettings
+from agent.mqtt import PROTOCOLS, MqttSettings
 from agent.outbox import OutboxSettings
 from agent.recognizer import DecoderOptions
 from agent.tflite import RUNTIMES
@@ -35,8 +37,12 @@ __all__ = [
     "AudioConfig",
     "Config",
     "ConfigError",
+    "FeedbackConfig",
+    "HomeAssistantConfig",
     "LogConfig",
     "ModelConfig",
+    "QueryConfig",
+    "StatusConfig",
     "VoskConfig",
     "WakeConfig",
     "config_paths",
@@ -108,6 +114,11 @@ rate = 0
 channels = 0
 # For source = "wav": a .wav file or a folder of them.
 wav = ""
+# Seconds (1 to 300) without audio after which the microphone counts as gone: it is closed
+# and found again by name (a USB microphone plugged back in works without a restart).
+# Also how long the audio loop may make no progress at all (a device or recognizer stuck)
+# before the agent stops feeding the systemd watchdog, which then restarts it.
+stall_timeout = 10.0
 
 [mqtt]
 # The broker.
@@ -142,6 +153,9 @@ availability_topic = ""
 # Seconds to wait before reconnecting: doubles from reconnect_min up to reconnect_max.
 reconnect_min = 1.0
 reconnect_max = 60.0
+# MQTT version: "5" (each message carries its outbox id as the user property "id", and a
+# publish the broker's ACL denies is reported and kept) or "3.1.1" for older brokers.
+protocol = "5"
 
 [outbox]
 # Every message is stored here (SQLite) before it is published and removed when the broker
@@ -156,6 +170,45 @@ max_age = 86400.0
 # Seconds after which a command is expired rather than sent late ("turn on the light" an
 # hour later is wrong); 0 never expires (max_age still applies).
 expire_after = 60.0
+
+[query]
+# Text commands over MQTT: a Hermes NluQuery ({"input": "turn on the kitchen light"}) on
+# this topic is classified and acted on like speech, answered on hermes/intent/<name> or
+# hermes/nlu/intentNotRecognized. Off by default: anyone who can publish to the topic can
+# then switch your devices, so restrict it with the broker's ACLs.
+enabled = false
+topic = "hermes/nlu/query"
+# Larger payloads are dropped with a warning (64 to 65536 bytes).
+max_bytes = 4096
+
+[feedback]
+# Short sounds on the wake phrase, on a command and on speech that was not recognized,
+# played on the output device without holding up listening.
+enabled = false
+# WAV files (16-bit PCM); "" plays the sound that ships with voice-agent.
+wake = ""
+accepted = ""
+rejected = ""
+# Output device: a name (or part of one), an index such as 2, or "" for the default device.
+device = ""
+
+[homeassistant]
+# Home Assistant MQTT discovery: the agent shows up as one device (availability, last
+# transcript, last intent with its slots as attributes, command counters) with one device
+# trigger per intent of the model. Retained configs under the prefix; an intent removed
+# from the model loses its trigger on the next start, and turning this off removes the
+# device.
+discovery = false
+# Home Assistant's discovery prefix (its MQTT integration's setting).
+prefix = "homeassistant"
+# Letters, digits, '_' and '-'; "" derives "voice_agent_<site_id>".
+node_id = ""
+
+[status]
+# Seconds between health reports (uptime, models, counters, outbox depth, latency
+# percentiles), published retained to "voice-agent/<site_id>/status" and written to
+# status.json beside the outbox for 'voice-agent status'; 0 turns them off.
+interval = 30.0
 
 [log]
 # "debug", "info", "warning" or "error".
@@ -213,6 +266,46 @@ class AudioConfig:
     rate: int
     channels: int
     wav: Path | None
+    stall_timeout: float = 10.0
+    """Seconds without audio before the microphone is reopened, and without any progress of
+    the audio loop before the watchdog is left to restart the agent."""
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """``[query]``: text commands over MQTT (Hermes ``NluQuery``), off unless enabled."""
+
+    enabled: bool = False
+    topic: str = "hermes/nlu/query"
+    max_bytes: int = 4096
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """``[feedback]``: short sounds on wake, command and not recognized; None: the shipped one."""
+
+    enabled: bool = False
+    wake: Path | None = None
+    accepted: Path | None = None
+    rejected: Path | None = None
+    device: str | int | None = None
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    """``[homeassistant]``: MQTT discovery for Home Assistant, off unless enabled."""
+
+    discovery: bool = False
+    prefix: str = "homeassistant"
+    node_id: str = ""
+    """Empty: derived from the site id (see ``agent.discovery.node_id_for``)."""
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    """``[status]``: how often the health report is published and written; 0 is off."""
+
+    interval: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -239,6 +332,10 @@ class Config:
     mqtt: MqttSettings
     outbox: OutboxSettings
     log: LogConfig
+    query: QueryConfig = field(default_factory=QueryConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
 
 
 # -- the schema ---------------------------------------------------------------------------
@@ -368,6 +465,31 @@ def _env_name(value: object) -> str:
     return value
 
 
+def _prefix(value: object) -> str:
+    """A discovery prefix: topic levels without wildcards or empty levels."""
+    if not isinstance(value, str) or not re.fullmatch(r"[^/+#\x00]+(/[^/+#\x00]+)*", value):
+        raise _Invalid(
+            f"expected a topic prefix such as \"homeassistant\" (no wildcards, no leading,"
+            f" trailing or double '/'), got {_show(value)}"
+        )
+    return value
+
+
+def _node_id(value: object) -> str:
+    # Home Assistant ignores discovery topics whose node id has other characters.
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", value):
+        raise _Invalid(f"expected letters, digits, '_' and '-' only, got {_show(value)}")
+    return value
+
+
+def _interval(value: object) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    number = float(value) if ok and abs(value) < 1e300 else math.nan  # type: ignore[arg-type]
+    if not (number == 0.0 or 1.0 <= number <= 86_400.0):
+        raise _Invalid(f"expected 0 (off) or seconds from 1 to 86400, got {_show(value)}")
+    return number
+
+
 @dataclass(frozen=True)
 class _Key:
     """One configuration key: its default (as TOML would give it) and its check."""
@@ -403,6 +525,7 @@ _SCHEMA: Final[Mapping[str, _Key]] = MappingProxyType(
         "audio.rate": _Key(0, _rate, "int"),
         "audio.channels": _Key(0, _integer(0, 2, "0 (the device's own), 1 or 2"), "int"),
         "audio.wav": _Key("", _path, "path"),
+        "audio.stall_timeout": _Key(10.0, _number(1.0, 300.0), "float"),
         "mqtt.host": _Key(
             "localhost", _string(empty=False, forbid=" ", what="a host name or address")
         ),
@@ -421,11 +544,26 @@ _SCHEMA: Final[Mapping[str, _Key]] = MappingProxyType(
         "mqtt.availability_topic": _Key("", _string(forbid="+#")),
         "mqtt.reconnect_min": _Key(1.0, _number(0.0), "float"),
         "mqtt.reconnect_max": _Key(60.0, _number(0.0), "float"),
+        "mqtt.protocol": _Key("5", _choice(*PROTOCOLS)),
         "outbox.path": _Key("/var/lib/voice-agent/outbox.sqlite", _string(empty=False), "path"),
         "outbox.max_messages": _Key(1000, _integer(1, 10_000_000), "int"),
         "outbox.max_bytes": _Key(1_000_000, _integer(1, 10**12), "int"),
         "outbox.max_age": _Key(86_400.0, _number(1.0, 10.0**9), "float"),
         "outbox.expire_after": _Key(60.0, _number(0.0, 10.0**9), "float"),
+        "query.enabled": _Key(False, _boolean, "bool"),
+        "query.topic": _Key(
+            "hermes/nlu/query", _string(empty=False, forbid="+#", what="a topic without wildcards")
+        ),
+        "query.max_bytes": _Key(4096, _integer(64, 65536), "int"),
+        "feedback.enabled": _Key(False, _boolean, "bool"),
+        "feedback.wake": _Key("", _path, "path"),
+        "feedback.accepted": _Key("", _path, "path"),
+        "feedback.rejected": _Key("", _path, "path"),
+        "feedback.device": _Key("", _device),
+        "homeassistant.discovery": _Key(False, _boolean, "bool"),
+        "homeassistant.prefix": _Key("homeassistant", _prefix),
+        "homeassistant.node_id": _Key("", _node_id),
+        "status.interval": _Key(30.0, _interval, "float"),
         "log.level": _Key("info", _choice(*LOG_LEVELS)),
     }
 )
@@ -471,14 +609,21 @@ def _reason(err: OSError) -> str:
     return err.strerror or type(err).__name__
 
 
+MAX_FILE_BYTES: Final = 1 << 20
+"""The most read from the configuration file or a secret file: a path such as /dev/zero or
+a huge file by mistake must not fill the memory."""
+
+
 def _read_toml(path: Path, name: str) -> dict[str, object]:
     """Parse the file; refuse a world-readable one that holds a literal password."""
     try:
         with path.open("rb") as file:
             mode = os.fstat(file.fileno()).st_mode
-            data = file.read()
+            data = file.read(MAX_FILE_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"{name}: cannot read: {_reason(err)}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{name}: too large for a configuration file (over 1 MiB)")
     try:
         text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")  # a BOM is harmless
     except UnicodeDecodeError as err:
@@ -596,6 +741,11 @@ def _readable(values: _Values, key: str) -> Path | None:
     if path is None:
         return None
     try:
+        # Opening a FIFO would block the start until someone writes to it, and a device
+        # (/dev/zero) never ends: only regular files (and the error open gives a folder).
+        kind = path.stat().st_mode
+        if stat.S_ISFIFO(kind) or stat.S_ISCHR(kind) or stat.S_ISBLK(kind) or stat.S_ISSOCK(kind):
+            raise values.fail(key, f"{_clean(str(path))}: not a regular file")
         path.open("rb").close()
     except OSError as err:
         raise values.fail(key, f"{_clean(str(path))}: cannot read: {_reason(err)}") from None
@@ -637,7 +787,11 @@ def _password(values: _Values, environ: Mapping[str, str]) -> str | None:
     assert path is not None
     shown = _clean(str(path))
     try:
-        secret = path.read_bytes().decode("utf-8").rstrip("\r\n")
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise values.fail(key, f"{shown}: too large for a password (over 1 MiB)")
+        secret = data.decode("utf-8").rstrip("\r\n")
     except OSError as err:
         raise values.fail(key, f"{shown}: cannot read: {_reason(err)}") from None
     except UnicodeDecodeError:
@@ -681,6 +835,7 @@ def _mqtt(values: _Values, environ: Mapping[str, str]) -> MqttSettings:
             availability_topic=values.text("mqtt.availability_topic"),
             reconnect_min=low,
             reconnect_max=high,
+            protocol=values.text("mqtt.protocol"),  # type: ignore[arg-type]
         )
     except ValueError as err:  # the checks above should make this unreachable
         raise ConfigError(f"{values.origin['mqtt.host']}: mqtt: {_clean(str(err))}") from None
@@ -705,6 +860,7 @@ def _audio(values: _Values) -> AudioConfig:
         rate=int(v["audio.rate"]),  # type: ignore[call-overload]
         channels=int(v["audio.channels"]),  # type: ignore[call-overload]
         wav=wav,
+        stall_timeout=float(v["audio.stall_timeout"]),  # type: ignore[arg-type]
     )
 
 
@@ -725,6 +881,29 @@ def _outbox(values: _Values) -> OutboxSettings:
         max_bytes=int(v["outbox.max_bytes"]),  # type: ignore[call-overload]
         max_age=max_age,
         expire_after=expire_after or None,
+    )
+
+
+def _sound(values: _Values, key: str) -> Path | None:
+    """The key's WAV after checking that it is one feedback can play; None when unset."""
+    path = _readable(values, key)
+    if path is not None:
+        try:
+            read_sound(path)
+        except FeedbackError as err:
+            raise values.fail(key, _clean(str(err))) from None
+    return path
+
+
+def _feedback(values: _Values) -> FeedbackConfig:
+    device = values.values["feedback.device"]
+    assert isinstance(device, str | int)
+    return FeedbackConfig(
+        enabled=bool(values.values["feedback.enabled"]),
+        wake=_sound(values, "feedback.wake"),
+        accepted=_sound(values, "feedback.accepted"),
+        rejected=_sound(values, "feedback.rejected"),
+        device=None if device == "" else device,
     )
 
 
@@ -811,4 +990,16 @@ def load_config(
         mqtt=mqtt,
         outbox=outbox,
         log=LogConfig(level=values.text("log.level")),
+        query=QueryConfig(
+            enabled=bool(v["query.enabled"]),
+            topic=values.text("query.topic"),
+            max_bytes=int(v["query.max_bytes"]),  # type: ignore[call-overload]
+        ),
+        feedback=_feedback(values),
+        homeassistant=HomeAssistantConfig(
+            discovery=bool(v["homeassistant.discovery"]),
+            prefix=values.text("homeassistant.prefix"),
+            node_id=values.text("homeassistant.node_id"),
+        ),
+        status=StatusConfig(interval=float(v["status.interval"])),  # type: ignore[arg-type]
     )

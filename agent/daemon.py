@@ -9,9 +9,10 @@ decision and the time spent in each stage.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,12 +20,12 @@ from agent import hermes
 from agent.actions import Message, render_actions
 from agent.audio import EndOfStream, Item
 from agent.classifier import IntentClassifier
-from agent.decision import Decision, decide
+from agent.decision import NO_WORDS, Decision, decide
 from agent.notify import Notifier
 from agent.recognizer import Recognizer, Transcript
 from agent.wake import WakeGate
 
-__all__ = ["Counters", "Daemon", "Outcome", "Publisher", "Timings"]
+__all__ = ["Counters", "Cues", "Daemon", "Outcome", "Publisher", "Request", "Timings"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,32 @@ class Publisher(Protocol):
         """Wait until everything taken so far is acknowledged; False if that is not so
         within ``timeout`` seconds (or at once, when the broker is unreachable)."""
         ...
+
+
+class Cues(Protocol):
+    """Sounds for the person speaking (:class:`agent.feedback.Feedback`); each call returns
+    at once."""
+
+    def wake(self) -> None: ...
+
+    def accepted(self) -> None: ...
+
+    def rejected(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Request:
+    """A text command's Hermes context (``hermes/nlu/query``): the ids its answer echoes and
+    the intents it allows. Speech has none."""
+
+    session_id: str | None = None
+    id: str | None = None
+    intent_filter: tuple[str, ...] | None = None
+    """Only these intents may be accepted; another best guess is "not recognized"."""
+
+
+INTENT_FILTER = "intent_filter"
+"""Reason: the best intent was not among the request's ``intentFilter``."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +135,7 @@ class Daemon:
         wake: WakeGate | None = None,
         notifier: Notifier | None = None,
         publish_timeout: float = 5.0,
+        cues: Cues | None = None,
     ) -> None:
         self.recognizer = recognizer
         self.classifier = classifier
@@ -117,56 +145,99 @@ class Daemon:
         self.wake = wake or WakeGate("", 0.0)
         self.notifier = notifier
         self.publish_timeout = publish_timeout
+        self.cues = cues
+        # Text commands arrive on another thread; a TFLite interpreter is not thread-safe
+        # and the counters are shared, so deciding and counting take turns (microseconds).
+        self._lock = threading.Lock()
         self.lang = classifier.info.language or None
         self.counters = Counters()
+        self.on_outcome: list[Callable[[Outcome], None]] = []
+        self.on_models: list[Callable[[IntentClassifier], None]] = []
+        """Called after a model reload (discovery and health announce the new model)."""
+        """Called with every outcome, after counting and logging, on the thread that handled
+        it (health and Home Assistant state): each must return at once and never raise."""
         self.position = 0.0
         """Seconds of audio consumed so far (the wake window's clock)."""
 
     def listen(self, items: Iterable[Item]) -> Iterator[Outcome]:
-        """Decode ``items`` and handle every utterance that passes the wake gate."""
-        interval = self.notifier.watchdog_interval if self.notifier else None
-        next_ping = time.monotonic()
-        recognizer = self.recognizer
+        """Decode ``items`` and handle every utterance that passes the wake gate.
+
+        ``self.recognizer`` is looked up per item, so :meth:`use_models` between items takes
+        effect at once. (The systemd watchdog is fed by :mod:`agent.liveness`, which the
+        service's item stream tells of every item.)
+        """
         for item in items:
             if isinstance(item, EndOfStream):
                 started = time.perf_counter()
-                transcript = recognizer.finish()
+                transcript = self.recognizer.finish()
             else:
                 self.position += item.seconds
                 started = time.perf_counter()
-                transcript = recognizer.feed(item)
+                transcript = self.recognizer.feed(item)
             if transcript is not None:
                 outcome = self._utterance(transcript, time.perf_counter() - started)
                 if outcome is not None:
                     yield outcome
-            if interval is not None and time.monotonic() >= next_ping:
-                assert self.notifier is not None
-                self.notifier.watchdog()
-                next_ping = time.monotonic() + interval
-        transcript = recognizer.finish()
+        transcript = self.recognizer.finish()
         if transcript is not None:
             outcome = self._utterance(transcript, 0.0)
             if outcome is not None:
                 yield outcome
+
+    def use_models(self, classifier: IntentClassifier, recognizer: Recognizer) -> None:
+        """Serve ``classifier`` and ``recognizer`` from now on (a model reload). Call between
+        items, on the audio loop's thread: the recognizer has no utterance in progress then
+        only if the caller finished it (the service feeds an END_OF_STREAM first)."""
+        with self._lock:
+            self.classifier = classifier
+            self.recognizer = recognizer
+            self.lang = classifier.info.language or None
+        for observer in self.on_models:
+            observer(classifier)
 
     def _utterance(self, transcript: Transcript, recognize: float) -> Outcome | None:
         verdict = self.wake.admit(transcript, self.position)
         if verdict.command is None:
             if verdict.woke:
                 log.info("wake phrase heard; listening for %.0f s", self.wake.window)
+                if self.cues is not None:
+                    self.cues.wake()
             elif log.isEnabledFor(logging.DEBUG):
                 log.debug("ignored (no wake phrase): %r", transcript.text)
             return None
-        return self.handle(verdict.command, recognize)
+        outcome = self.handle(verdict.command, recognize)
+        if self.cues is not None:
+            # Noise heard as nothing (no words at all) gets no sound: only a real attempt does.
+            if outcome.decision.accepted:
+                self.cues.accepted()
+            elif outcome.decision.reason != NO_WORDS:
+                self.cues.rejected()
+        return outcome
 
-    def handle(self, transcript: Transcript, recognize: float = 0.0) -> Outcome:
-        """Decide on one transcript, publish what follows from it, and log one line."""
-        started = time.perf_counter()
-        decision = decide(transcript, self.classifier, self.max_unk_ratio)
-        classify = time.perf_counter() - started
+    def handle(
+        self, transcript: Transcript, recognize: float = 0.0, request: Request | None = None
+    ) -> Outcome:
+        """Decide on one transcript, publish what follows from it, and log one line.
 
-        session_id = uuid.uuid4().hex
-        messages, skipped = self._messages(decision, session_id)
+        Safe to call from two threads (the audio loop and text commands). With a
+        ``request`` (a text command) no ``textCaptured`` is sent and its ids are echoed.
+        """
+        with self._lock:
+            # One model for the whole utterance, even if a reload swaps it meanwhile.
+            classifier, lang = self.classifier, self.lang
+            started = time.perf_counter()
+            decision = decide(transcript, classifier, self.max_unk_ratio)
+            classify = time.perf_counter() - started
+        if (
+            request is not None
+            and request.intent_filter is not None
+            and decision.accepted
+            and decision.intent not in request.intent_filter
+        ):
+            decision = Decision(transcript, decision.classification, INTENT_FILTER)
+
+        session_id = (request.session_id if request else None) or uuid.uuid4().hex
+        messages, skipped = self._messages(decision, session_id, request, classifier, lang)
         started = time.perf_counter()
         queued = self.publisher.publish_all(messages, self.publish_timeout)
         stored = time.perf_counter()
@@ -182,41 +253,55 @@ class Daemon:
             session_id,
             skipped,
         )
-        self._count(outcome)
+        with self._lock:
+            self._count(outcome)
         _log_outcome(outcome)
+        for observer in self.on_outcome:
+            observer(outcome)
         return outcome
 
     def _messages(
-        self, decision: Decision, session_id: str
+        self,
+        decision: Decision,
+        session_id: str,
+        request: Request | None,
+        classifier: IntentClassifier,
+        lang: str | None,
     ) -> tuple[tuple[Message, ...], tuple[str, ...]]:
         transcript = decision.transcript
-        captured = hermes.text_captured(
-            transcript.text,
-            transcript.confidence,
-            transcript.decode_seconds,
-            site_id=self.site_id,
-            session_id=session_id,
-            lang=self.lang,
-        )
+        # A text command had no speech to capture.
+        captured: tuple[Message, ...] = ()
+        if request is None:
+            captured = (
+                hermes.text_captured(
+                    transcript.text,
+                    transcript.confidence,
+                    transcript.decode_seconds,
+                    site_id=self.site_id,
+                    session_id=session_id,
+                    lang=lang,
+                ),
+            )
+        request_id = (request.id if request else None) or session_id
         classification = decision.classification
         if not decision.accepted or classification is None:
             text = classification.text if classification is not None else transcript.text
             rejected = hermes.not_recognized(
-                text, site_id=self.site_id, session_id=session_id, id=session_id
+                text, site_id=self.site_id, session_id=session_id, id=request_id
             )
-            return (captured, rejected), ()
+            return (*captured, rejected), ()
         intent = hermes.intent(
             classification,
             site_id=self.site_id,
             session_id=session_id,
-            id=session_id,
+            id=request_id,
             asr_confidence=transcript.confidence,
             raw_input=transcript.text,
-            lang=self.lang,
+            lang=lang,
         )
-        intent_info = self.classifier.info.intents[classification.label]
+        intent_info = classifier.info.intents[classification.label]
         actions = render_actions(intent_info, classification.slots)
-        return (captured, intent, *actions.messages), actions.skipped
+        return (*captured, intent, *actions.messages), actions.skipped
 
     def _count(self, outcome: Outcome) -> None:
         counters = self.counters

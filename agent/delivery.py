@@ -7,24 +7,46 @@ message (well under a millisecond on a LAN, next to the outbox's fsync per ack),
 nothing at speaking rate. A message can still arrive twice (the PUBACK was lost, or paho
 re-sent what was in flight when the connection dropped): both copies carry the same
 outbox id, so consumers can drop the second.
+
+A message the broker *refuses* (an MQTT 5 PUBACK with a failure reason code, typically
+0x87 "Not authorized" from its ACL) is set aside rather than allowed to block the queue:
+it stays in the outbox, logged once with the topic and the reason, and is retried with
+backoff (from ``retry_delay`` doubling to ``refused_max``) until the broker takes it or
+the outbox expires it; the messages behind it keep flowing. Strict order would let one
+misconfigured ACL on one device's topic hold up every other command for as long as the
+refused one lives (``outbox.expire_after``), i.e. turn one broken device into a dead
+agent. The price: a refused message that the broker later accepts (the ACL was fixed)
+arrives after newer ones. Order is kept among everything else, and per topic as long as
+an ACL refuses the whole topic.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 
 from agent.actions import Message
-from agent.mqtt import MqttLink
+from agent.mqtt import MqttLink, backoff
 from agent.outbox import Entry, Outbox
 
 logger = logging.getLogger(__name__)
 
 LATE: float = 1.0
 """Seconds after which a delivery is worth an info line (it waited for the broker)."""
+
+
+class _SetAside:
+    """A refused entry's retry schedule (in memory: after a restart it is tried again)."""
+
+    __slots__ = ("attempts", "due")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.due = 0.0
 
 
 class Courier:
@@ -42,16 +64,24 @@ class Courier:
         retry_delay: float = 0.5,
         publish_timeout: float = 5.0,
         prune_interval: float = 1.0,
+        refused_max: float = 60.0,
     ) -> None:
         """``retry_delay``: seconds between attempts while the broker is away (each one
-        also prunes); ``prune_interval``: at most this long between prunes while sending."""
-        if retry_delay <= 0 or publish_timeout <= 0 or prune_interval <= 0:
-            raise ValueError("retry_delay, publish_timeout and prune_interval must be positive")
+        also prunes); ``prune_interval``: at most this long between prunes while sending;
+        ``refused_max``: the longest wait between retries of a message the broker refused."""
+        if min(retry_delay, publish_timeout, prune_interval, refused_max) <= 0:
+            raise ValueError(
+                "retry_delay, publish_timeout, prune_interval and refused_max must be positive"
+            )
         self.outbox = outbox
         self.link = link
         self.retry_delay = retry_delay
         self.publish_timeout = publish_timeout
         self.prune_interval = prune_interval
+        self.refused_max = max(refused_max, retry_delay)
+        self._aside: dict[int, _SetAside] = {}
+        """Refused entries by seq, waiting for their next try."""
+        self._rng = random.Random()
         self._wake = threading.Event()
         self._progress = threading.Condition()
         self._stopping = False
@@ -68,9 +98,20 @@ class Courier:
         return self._thread is not None and self._thread.is_alive()
 
     @property
+    def alive(self) -> bool:
+        """The courier thread runs (what :mod:`agent.liveness` checks before each watchdog
+        ping; the same as :attr:`running`)."""
+        return self.running
+
+    @property
     def sent(self) -> int:
         """Messages delivered (acknowledged by the broker) since ``start``."""
         return self._sent
+
+    @property
+    def refused(self) -> int:
+        """Messages the broker refused that wait in the outbox for their next try."""
+        return len(self._aside)
 
     def start(self) -> None:
         """Start draining on a daemon thread; entries left from a previous run go first."""
@@ -116,9 +157,14 @@ class Courier:
         self._wake.set()
 
     def wait_drained(self, timeout: float) -> bool:
-        """Block until the outbox is empty or ``timeout`` seconds pass; True when empty."""
+        """Block until the outbox is empty or ``timeout`` seconds pass; True when empty.
+
+        Returns False as soon as all that is left was refused by the broker (set aside),
+        so that the daemon does not sit out a publish timeout per utterance behind it.
+        """
         with self._progress:
-            return self._progress.wait_for(lambda: self.outbox.depth == 0, timeout)
+            self._progress.wait_for(lambda: self.outbox.depth <= len(self._aside), timeout)
+            return self.outbox.depth == 0
 
     def flush(self, timeout: float) -> bool:
         """Wait for every queued message to be acknowledged (the ``Publisher`` protocol of
@@ -165,27 +211,51 @@ class Courier:
             if delay != 0.0:
                 self._wake.wait(delay)
 
+    def _next(self, clock: float) -> tuple[Entry | None, float | None]:
+        """The oldest entry that is not set aside (or whose retry is due), else how long
+        until the next retry is (None: the outbox is empty)."""
+        aside = self._aside
+        # The set-aside entries are among the oldest, so one more than them finds the
+        # oldest sendable one; with none set aside this is peek(1).
+        head = self.outbox.peek(len(aside) + 1)
+        for entry in head:
+            held = aside.get(entry.seq)
+            if held is None or held.due <= clock:
+                return entry, 0.0
+        if not aside:
+            return None, None
+        return None, max(0.0, min(held.due for held in aside.values()) - clock)
+
     def _step(self) -> float | None:
         """Send at most one entry; seconds to wait before the next step (None: until woken)."""
         now = self.outbox.clock()
-        head = self.outbox.peek(1)
-        if not head:
-            return None
         clock = time.monotonic()
+        entry, wait = self._next(clock)
         # prune before sending, so an expired command is dropped (and logged), not replayed;
         # the full prune scans the table, hence at most once per interval while draining.
-        if head[0].expired(now) or clock - self._last_prune >= self.prune_interval:
+        expired = entry is not None and entry.expired(now)
+        if expired or clock - self._last_prune >= self.prune_interval:
             self._last_prune = clock
-            self.outbox.prune(now)
-            head = self.outbox.peek(1)
-            if not head:
-                return None
-        entry = head[0]
+            for dropped in self.outbox.prune(now):
+                self._aside.pop(dropped.entry.seq, None)
+            entry, wait = self._next(clock)
+        if entry is None:
+            # Set-aside entries must still expire on time: look again within prune_interval.
+            return None if wait is None else min(wait, self.prune_interval)
         if not self.link.connected:
             return self.retry_delay
-        if not self.link.publish(entry.message, self.publish_timeout):
+        receipt = self.link.deliver(entry.message, self.publish_timeout, id=entry.id)
+        if receipt.refused:
+            self._set_aside(entry, receipt.refused, receipt.not_authorized)
+            return 0.0
+        if not receipt.acknowledged:
             return self.retry_delay
         self.outbox.ack(entry.seq)
+        if self._aside.pop(entry.seq, None) is not None:
+            logger.info(
+                "broker %s accepted #%d id=%s %s after refusing it",
+                self.link.settings.address, entry.seq, entry.id, entry.message.topic,
+            )  # fmt: skip
         self._sent += 1
         waited = self.outbox.clock() - entry.created
         if waited >= LATE:
@@ -196,6 +266,31 @@ class Courier:
         else:
             logger.debug("delivered #%d id=%s %s", entry.seq, entry.id, entry.message.topic)
         return 0.0
+
+    def _set_aside(self, entry: Entry, reason: str, not_authorized: bool) -> None:
+        held = self._aside.get(entry.seq)
+        if held is None:
+            held = self._aside[entry.seq] = _SetAside()
+        settings = self.link.settings
+        delay = backoff(held.attempts, self.retry_delay, self.refused_max, self._rng)
+        held.attempts += 1
+        held.due = time.monotonic() + delay
+        if held.attempts == 1:
+            hint = (
+                f"check the broker's ACL for {settings.username or 'anonymous clients'}"
+                if not_authorized
+                else "see the broker's log"
+            )
+            logger.error(
+                "broker %s refused #%d id=%s %s: %s; %s. Kept in the outbox, retrying"
+                " (next in %.1f s); the messages behind it go on",
+                settings.address, entry.seq, entry.id, entry.message.topic, reason, hint, delay,
+            )  # fmt: skip
+        else:
+            logger.debug(
+                "broker refused #%d %s again: %s; next try in %.1f s",
+                entry.seq, entry.message.topic, reason, delay,
+            )  # fmt: skip
 
     def _problem(self, text: str) -> None:
         # One error line per distinct problem, not one per retry.

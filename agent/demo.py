@@ -192,9 +192,12 @@ def run_demo(options: DemoOptions) -> int:
             broker = stack.enter_context(start_broker(options.broker))
             host, port = broker.host, broker.port
             where = f"embedded {broker.kind} on {host}:{port}"
+            # amqtt speaks only MQTT 3.1.1; mosquitto (and the agent's default) speak 5.
+            protocol = "3.1.1" if broker.kind == "amqtt" else "5"
         else:
             host, port = options.host, options.port
             where = f"{host}:{port}"
+            protocol = "5"
         config = load_config(
             None,
             {
@@ -205,6 +208,7 @@ def run_demo(options: DemoOptions) -> int:
                 "mqtt.host": host,
                 "mqtt.port": port,
                 "mqtt.site_id": SITE_ID,
+                "mqtt.protocol": protocol,
                 "outbox.path": work / "outbox.sqlite",
                 "log.level": "info" if options.verbose else "warning",
             },

@@ -8,11 +8,12 @@ NFKC-normalized and case-folded, and ``\\w`` matches Hangul, Cyrillic, accented 
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 import zlib
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -64,6 +65,21 @@ def tokenize(text: str) -> list[str]:
     return normalize(text).split()
 
 
+class Occurrences(NamedTuple):
+    """A sentence as the intent model takes it: every feature occurrence, repeats kept.
+
+    ``words`` holds the buckets of the word n-grams (weight 1 each), ``chars`` those of the
+    character n-grams (weight ``char_weight`` each), and ``scale`` the factor that makes
+    the summed vector unit length. The model sums one kernel row per occurrence and
+    multiplies by ``scale``: the product of the L2-normalized vector with its first layer,
+    with no per-bucket weights to compute, quantize or feed.
+    """
+
+    words: np.ndarray
+    chars: np.ndarray
+    scale: float
+
+
 class Featurizer:
     """Maps sentences to L2-normalized hashed n-gram vectors of ``config.dim`` floats."""
 
@@ -71,76 +87,76 @@ class Featurizer:
         self.config = config
         self._mask = config.dim - 1
         # The features of a word (or word pair) never change, so each is hashed once; a
-        # command vocabulary is small, and the cache is bounded for open-ended input. The
-        # buckets and weights are kept as raw bytes: joining bytes and viewing the result
-        # costs a fraction of concatenating dozens of small arrays.
-        self._cache: dict[str, tuple[bytes, bytes]] = {}
-        self._empty = (np.zeros(0, np.intp), np.zeros(0, np.float32))
-        self._scratch = np.zeros(config.dim, np.float32)
-        """All zeros between calls: the weights of repeated buckets are summed here."""
-        self._last = np.zeros(config.dim, np.intp)
-        """Scratch: position of a bucket's last occurrence in the current sentence."""
-        self._positions = np.arange(1024, dtype=np.intp)
+        # command vocabulary is small, and the cache is bounded for open-ended input. Each
+        # entry is raw bytes: the word-level and character-level buckets (int32, what the
+        # model takes) and all buckets with their weights (intp, float64: what the norm
+        # takes). Joining bytes and viewing the result costs a fraction of concatenating
+        # dozens of small arrays.
+        self._cache: dict[str, tuple[bytes, bytes, bytes, bytes]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A pickled featurizer (inside a cached teacher) is its settings; the caches and
+        # scratch buffers are rebuilt, so a pickle from an older version loads too.
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"])  # type: ignore[misc]
 
     def _hash(self, feature: str) -> int:
         return zlib.crc32(feature.encode("utf-8")) & self._mask
 
-    def _unit(self, key: str) -> tuple[bytes, bytes]:
-        """Buckets (intp) and weights (float32) of one word (``key`` has no space) or word
-        n-gram, as raw bytes."""
+    def _unit(self, key: str) -> tuple[bytes, bytes, bytes, bytes]:
+        """The cached features of one word (``key`` has no space) or word n-gram."""
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         cfg = self.config
+        chars: list[int] = []
         if " " in key:
-            buckets = [self._hash(f"{key.count(' ') + 1}:{key}")]
-            weights = [1.0]
+            words = [self._hash(f"{key.count(' ') + 1}:{key}")]
         else:
-            buckets = [self._hash("w:" + key)]
-            weights = [1.0]
+            words = [self._hash("w:" + key)]
             if cfg.char_max:
                 marked = f"<{key}>"
                 for n in range(cfg.char_min, cfg.char_max + 1):
-                    for i in range(len(marked) - n + 1):
-                        buckets.append(self._hash("c:" + marked[i : i + n]))
-                        weights.append(cfg.char_weight)
-        result = (np.array(buckets, np.intp).tobytes(), np.array(weights, np.float32).tobytes())
+                    chars.extend(
+                        self._hash("c:" + marked[i : i + n]) for i in range(len(marked) - n + 1)
+                    )
+        result = (
+            np.array(words, np.int32).tobytes(),
+            np.array(chars, np.int32).tobytes(),
+            np.array(words + chars, np.intp).tobytes(),
+            np.array([1.0] * len(words) + [cfg.char_weight] * len(chars), np.float64).tobytes(),
+        )
         if len(self._cache) < 200_000:
             self._cache[key] = result
         return result
 
-    def sparse_words(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The vector of already-normalized ``words`` as its nonzero buckets: unique
-        indices (in sentence order, not sorted) and their L2-normalized weights. A
-        sentence touches ~100 of thousands of buckets, so the runtime feeds only these to
-        the model, whose first layer gathers one kernel row per index and sums them."""
+    def occurrences(self, words: list[str]) -> Occurrences:
+        """The features of already-normalized ``words``: see :class:`Occurrences`."""
         units = [self._unit(word) for word in words]
         for n in range(2, self.config.word_ngrams + 1):
             units.extend(self._unit(" ".join(words[i : i + n])) for i in range(len(words) - n + 1))
-        if not units:
-            return self._empty
-        index = np.frombuffer(b"".join([u[0] for u in units]), np.intp)
-        scratch = self._scratch
-        # A bucket hit twice (a repeated word, a shared n-gram, a hash collision) gets the
-        # sum of its weights, added in sentence order: the dense vector, bit for bit.
-        np.add.at(scratch, index, np.frombuffer(b"".join([u[1] for u in units]), np.float32))
-        n = len(index)
-        if n > len(self._positions):
-            self._positions = np.arange(2 * n, dtype=np.intp)
-        positions = self._positions[:n]
-        # Keep each bucket once, at its last occurrence: O(touched), no sort.
-        self._last[index] = positions
-        index = index[self._last[index] == positions]
-        weights = scratch[index]
-        scratch[index] = 0.0  # all zeros again for the next sentence
-        weights *= 1.0 / np.sqrt(np.dot(weights, weights))
-        return index, weights
+        word_ids = np.frombuffer(b"".join([u[0] for u in units]), np.int32)
+        char_ids = np.frombuffer(b"".join([u[1] for u in units]), np.int32)
+        if not len(word_ids):
+            return Occurrences(word_ids, char_ids, 0.0)
+        # The norm of the merged vector, in which a bucket hit twice (a repeated word, a
+        # character n-gram shared by two words, a hash collision) holds the sum of its
+        # weights: what the model was trained on. One bincount beats summing in place.
+        merged = np.bincount(
+            np.frombuffer(b"".join([u[2] for u in units]), np.intp),
+            np.frombuffer(b"".join([u[3] for u in units]), np.float64),
+            self.config.dim,
+        )
+        return Occurrences(word_ids, char_ids, 1.0 / math.sqrt(merged @ merged))
 
     def into(self, text: str, out: np.ndarray) -> np.ndarray:
         """Write the vector of ``text`` into the preallocated ``out``."""
         out.fill(0.0)
-        index, weights = self.sparse_words(tokenize(text))
-        out[index] = weights
+        words, chars, scale = self.occurrences(tokenize(text))
+        np.add.at(out, words, np.float32(scale))
+        np.add.at(out, chars, np.float32(scale * self.config.char_weight))
         return out
 
     def vector(self, text: str) -> np.ndarray:

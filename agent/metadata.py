@@ -6,6 +6,7 @@ directory is refused here with one line that names the file and the problem.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +15,11 @@ from typing import Any
 from agent.featurize import FeaturizerConfig
 from agent.slots import SlotValue
 
-FORMAT = 2
-"""Version of the model directory. 2: ``intent.tflite`` takes a sentence's touched buckets
-(``ids`` and ``weights``, see ``agent.tflite.SparseRunner``). A format-1 model (one dense
-``[1, dim]`` input) is refused with a request to rebuild it."""
+FORMAT = 3
+"""Version of the model directory. 3: ``intent.tflite`` takes a sentence's feature
+occurrences (``words``, ``chars`` and ``scale``, see ``agent.tflite.SparseRunner``). Older
+models (format 1: one dense ``[1, dim]`` input; 2: bucket ids with float weights) are
+refused with a request to rebuild them."""
 METADATA_FILE = "model.json"
 TFLITE_FILE = "intent.tflite"
 GRAMMAR_FILE = "grammar.json"
@@ -65,6 +67,8 @@ class ModelInfo:
     featurizer: FeaturizerConfig
     slots: dict[str, tuple[SlotValue, ...]]
     intents: dict[str, IntentInfo]
+    tflite_sha256: str = ""
+    """SHA-256 of ``intent.tflite`` as built; empty for models from before it was recorded."""
 
     @property
     def tflite_path(self) -> Path:
@@ -82,6 +86,22 @@ def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], wher
     if not isinstance(value, kind):
         raise ModelError(f"{where}: key '{key}' has the wrong type")
     return value
+
+
+def check_tflite(tflite: Path, content: bytes, expected: str) -> None:
+    """Refuse ``content`` (read from ``tflite``) unless its SHA-256 is ``expected``, the one
+    ``model.json`` recorded (empty: a model from before the checksum, not checked).
+
+    The TFLite runtimes do not verify the flatbuffer: a truncated copy (a full SD card, an
+    interrupted ``scp``) crashes the process with a segmentation fault instead of raising,
+    which on a reload would take down the model that was serving. Hashing ~400 kB costs
+    about a millisecond.
+    """
+    if expected and hashlib.sha256(content).hexdigest() != expected.lower():
+        raise ModelError(
+            f"{tflite}: does not match model.json (SHA-256 differs: truncated, corrupt, or"
+            " from another build); copy the whole model directory again"
+        )
 
 
 def load_model_info(directory: str | Path) -> ModelInfo:
@@ -106,8 +126,16 @@ def load_model_info(directory: str | Path) -> ModelInfo:
             f"{path}: model format {fmt} is not supported by this version (expected {FORMAT});"
             " rebuild the model with 'voice-agent convert'"
         )
-    if not (folder / TFLITE_FILE).is_file():
-        raise ModelError(f"{folder / TFLITE_FILE}: not found (partial model directory?)")
+    tflite = folder / TFLITE_FILE
+    if not tflite.is_file():
+        raise ModelError(f"{tflite}: not found (partial model directory?)")
+    checksum = data.get("tflite_sha256", "")
+    if not isinstance(checksum, str):
+        raise ModelError(f"{path}: key 'tflite_sha256' has the wrong type")
+    try:
+        check_tflite(tflite, tflite.read_bytes(), checksum)
+    except OSError as err:
+        raise ModelError(f"{tflite}: cannot read: {err.strerror or err}") from None
     try:
         featurizer = FeaturizerConfig.from_json(_require(data, "featurizer", dict, path))
         labels = tuple(str(x) for x in _require(data, "labels", list, path))
@@ -136,6 +164,13 @@ def load_model_info(directory: str | Path) -> ModelInfo:
         raise ModelError(
             f"{path}: malformed model metadata ({type(err).__name__}: {err})"
         ) from None
+    # A label without an intent would fail at the first command that hits it, not here.
+    orphans = [label for label in labels if label != NONE_LABEL and label not in intents]
+    if orphans or len(set(labels)) != len(labels):
+        problem = f"label '{orphans[0]}' has no intent" if orphans else "a label repeats"
+        raise ModelError(f"{path}: labels do not match intents ({problem})")
+    if not 0.0 <= threshold <= 1.0:
+        raise ModelError(f"{path}: threshold {threshold:g} is not a probability (0 to 1)")
     return ModelInfo(
         directory=folder,
         name=str(_require(data, "name", str, path)),
@@ -147,4 +182,5 @@ def load_model_info(directory: str | Path) -> ModelInfo:
         featurizer=featurizer,
         slots=slots,
         intents=intents,
+        tflite_sha256=checksum,
     )

@@ -5,21 +5,31 @@ starts or go away later: the link keeps retrying with exponential backoff plus j
 a room full of Pis does not reconnect in lockstep) and never raises for a network
 problem. A retained ``online``/``offline`` availability message, with ``offline`` as the
 last will, tells Home Assistant whether the agent is alive.
+
+MQTT 5 by default (``protocol = "3.1.1"`` for older brokers, and for amqtt): every message
+from the outbox then carries its outbox id as the user property ``id``, so a consumer can
+drop a repeat without touching the payload (zigbee2mqtt's must stay as the spec wrote it),
+and a broker that refuses a publish says so in the PUBACK's reason code (mosquitto answers
+0x87 "Not authorized" when its ACL denies the topic). Under MQTT 3.1.1 there is no way to
+say no: mosquitto acknowledges a denied publish like any other and drops it silently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import socket
 import ssl
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -29,6 +39,26 @@ logger = logging.getLogger(__name__)
 
 ONLINE = b"online"
 OFFLINE = b"offline"
+PROTOCOLS: Final = ("5", "3.1.1")
+Protocol = Literal["5", "3.1.1"]
+NOT_AUTHORIZED: Final = 0x87
+"""The PUBACK reason code of a publish the broker's ACL denies (MQTT 5)."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What became of one publish: acknowledged, refused by the broker, or not sent."""
+
+    acknowledged: bool
+    refused: str = ""
+    """The broker's reason when its PUBACK said no (MQTT 5), e.g. "Not authorized (0x87)";
+    empty when it was acknowledged or never reached the broker."""
+    not_authorized: bool = False
+    """The refusal was the broker's ACL (reason code 0x87)."""
+
+
+_SENT: Final = Receipt(True)
+_UNSENT: Final = Receipt(False)
 
 
 @dataclass(frozen=True)
@@ -52,6 +82,8 @@ class MqttSettings:
     """Empty: ``voice-agent/<site_id>/availability``."""
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
+    protocol: Protocol = "5"
+    """MQTT version: "5" (ids as user properties, refusals as reason codes) or "3.1.1"."""
 
     def __post_init__(self) -> None:
         if not self.client_id:
@@ -72,6 +104,8 @@ class MqttSettings:
             raise ValueError("key_file needs cert_file")
         if self.password is not None and self.username is None:
             raise ValueError("a password needs a username")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}")
 
     @property
     def address(self) -> str:
@@ -103,6 +137,22 @@ def _describe_os_error(err: BaseException | None) -> str:
     return str(err) or type(err).__name__
 
 
+def authenticate(client: paho.Client, settings: MqttSettings) -> None:
+    """Give ``client`` the settings' login and, with TLS, the broker check: every client of
+    ours (the link, ``voice-agent doctor``) logs in the same way. CERT_REQUIRED and hostname
+    checking, always: there is no insecure switch."""
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        client.tls_set(
+            ca_certs=settings.ca_file,
+            certfile=settings.cert_file,
+            keyfile=settings.key_file,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+
+
 class MqttLink:
     """A paho client that stays connected, announces availability and publishes with PUBACK."""
 
@@ -115,22 +165,32 @@ class MqttLink:
         self._refused = ""
         self._ready = threading.Event()
         self._online_mid = -1
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            clean_session=True,
-        )
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            # CERT_REQUIRED and hostname checking, always: there is no insecure switch.
-            client.tls_set(
-                ca_certs=settings.ca_file,
-                certfile=settings.cert_file,
-                keyfile=settings.key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        self._started = False
+        self._network: threading.Thread | None = None
+        """paho's network thread, seen in ``on_pre_connect`` (paho keeps it private)."""
+        # Inbound topics: subscribed again on every connect (the session is clean).
+        self._handlers: dict[str, tuple[int, Callable[[str, bytes], None]]] = {}
+        self._v5 = settings.protocol == "5"
+        # PUBACK reason codes by message id, written by the network thread before paho marks
+        # the publish done, so the waiting thread reads the one for its own publish (a mid
+        # that paho reuses later overwrites the entry of an abandoned wait).
+        self._acks: dict[int, ReasonCode] = {}
+        self._acks_lock = threading.Lock()
+        if self._v5:
+            # MQTT 5 has no clean_session; a clean start is set at connect time.
+            client = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=settings.client_id,
+                protocol=paho.MQTTv5,
             )
+        else:
+            client = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=settings.client_id,
+                clean_session=True,
+                protocol=paho.MQTTv311,
+            )
+        authenticate(client, settings)
         client.will_set(settings.availability_topic, OFFLINE, qos=1, retain=True)
         # paho reports exceptions raised in our callbacks only through its logger.
         paho_logger = logging.getLogger(f"{__name__}.paho.{settings.client_id}")
@@ -140,15 +200,32 @@ class MqttLink:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_pre_connect = self._on_pre_connect
+        client.on_message = self._on_message
         self._client = client
 
     def _drop_stop_noise(self, record: logging.LogRecord) -> bool:
-        # paho 2.2's network loop runs once more after a clean disconnect and logs
-        # "Client is not connected" as an ERROR; it is not one when we asked to stop.
-        return not (self._stopping and str(record.msg).startswith("Client is not connected"))
+        # paho 2.2's network loop logs "Client is not connected" as an ERROR once more after
+        # a clean disconnect and once per failed reconnect during an outage: noise, since
+        # the link logs the outage itself, once per distinct problem.
+        return not str(record.msg).startswith("Client is not connected")
 
     def __repr__(self) -> str:
         return f"MqttLink({self.settings!r}, connected={self.connected})"
+
+    @property
+    def alive(self) -> bool:
+        """True from :meth:`start` while paho's network thread runs (connected or retrying).
+
+        The thread is the one paho calls ``on_pre_connect`` on before every connection
+        attempt; it dies only when a callback raises or on :meth:`stop`. The watchdog
+        (:mod:`agent.liveness`) asks this: a dead thread would leave every command in the
+        outbox forever with nothing in the log but its traceback.
+        """
+        if not self._started:
+            return False
+        thread = self._network
+        return thread is None or thread.is_alive()  # None: started, not yet attempted
 
     @property
     def connected(self) -> bool:
@@ -163,32 +240,83 @@ class MqttLink:
         """Connect in the background; a broker that is down now is retried, never fatal."""
         logger.info("connecting to MQTT broker %s", self.settings.address)
         self._stopping = False
-        self._client.connect_async(
-            self.settings.host, self.settings.port, keepalive=self.settings.keepalive
-        )
+        if self._v5:
+            self._client.connect_async(
+                self.settings.host,
+                self.settings.port,
+                keepalive=self.settings.keepalive,
+                clean_start=True,
+            )
+        else:
+            self._client.connect_async(
+                self.settings.host, self.settings.port, keepalive=self.settings.keepalive
+            )
+        self._network = None
+        self._started = True
         self._client.loop_start()
 
-    def publish(self, message: Message, timeout: float = 5.0) -> bool:
-        """Publish and wait for the broker's acknowledgement (QoS 1); False if not delivered.
+    def publish(self, message: Message, timeout: float = 5.0, *, id: str | None = None) -> bool:
+        """Publish and wait for the broker's acknowledgement (QoS 1); False if not delivered
+        (or refused: see :meth:`deliver`, which says which)."""
+        return self.deliver(message, timeout, id=id).acknowledged
 
-        Never raises for a network problem: not connected, a lost connection or no PUBACK
-        within ``timeout`` seconds all return False.
+    def deliver(
+        self,
+        message: Message,
+        timeout: float = 5.0,
+        *,
+        id: str | None = None,  # shadows the builtin: the Hermes field is called id
+    ) -> Receipt:
+        """Publish, wait for the broker's PUBACK (QoS 1) and say what it was.
+
+        ``id``: the message's stable id, sent as the MQTT 5 user property ``id`` (ignored
+        under 3.1.1). Never raises for a network problem: not connected, a lost
+        connection or no PUBACK within ``timeout`` seconds give an unacknowledged receipt
+        with no refusal; a PUBACK with a failure reason code gives one with ``refused``.
         """
         if not self.connected:
             logger.debug("not connected; dropping message to %s", message.topic)
-            return False
+            return _UNSENT
+        properties = None
+        if self._v5 and id is not None:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = ("id", id)
         try:
             info = self._client.publish(
-                message.topic, message.payload, qos=message.qos, retain=message.retain
+                message.topic,
+                message.payload,
+                qos=message.qos,
+                retain=message.retain,
+                properties=properties,
             )
             info.wait_for_publish(timeout)
             delivered = info.is_published()
         except (ValueError, RuntimeError) as err:
             logger.warning("publish to %s failed: %s", message.topic, err)
-            return False
+            return _UNSENT
+        with self._acks_lock:
+            reason = self._acks.pop(info.mid, None)
         if not delivered:
             logger.warning("no acknowledgement for %s within %.1f s", message.topic, timeout)
-        return delivered
+            return _UNSENT
+        if reason is not None and reason.is_failure:
+            return Receipt(
+                False, f"{reason.getName()} (0x{reason.value:02x})", reason.value == NOT_AUTHORIZED
+            )
+        return _SENT
+
+    def subscribe(self, topic: str, qos: int, handler: Callable[[str, bytes], None]) -> None:
+        """Call ``handler(topic, payload)`` for every message on ``topic`` (no wildcards),
+        from now on and after every reconnect. Call before :meth:`start`.
+
+        ``handler`` runs on paho's network thread, which also carries every PUBACK: it must
+        return at once (hand the payload to a queue) and not raise.
+        """
+        if not topic or any(c in topic for c in "+#\x00"):
+            raise ValueError(f"cannot subscribe to {topic!r}: empty or a wildcard")
+        self._handlers[topic] = (qos, handler)
+        if self._client.is_connected():
+            self._client.subscribe(topic, qos)
 
     def publish_all(self, messages: Sequence[Message], timeout: float = 5.0) -> int:
         """Publish in order, each acknowledged before the next; how many were delivered
@@ -212,6 +340,7 @@ class MqttLink:
         self._ready.clear()
         self._client.disconnect()
         self._client.loop_stop()
+        self._started = False
         if was_connected:
             logger.info("disconnected from MQTT broker %s", self.settings.address)
 
@@ -260,6 +389,14 @@ class MqttLink:
         # anyone who subscribes after wait_connected() returns is told the state.
         info = client.publish(self.settings.availability_topic, ONLINE, qos=1, retain=True)
         self._online_mid = info.mid
+        for topic, (qos, _) in tuple(self._handlers.items()):
+            client.subscribe(topic, qos)
+        sock = client.socket()
+        if sock is not None:
+            # paho leaves Nagle on: a publish right after our PUBACK for an inbound message
+            # then waits for the broker's delayed TCP ACK, 40 ms a text command.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         logger.info("connected to MQTT broker %s", self.settings.address)
 
     def _on_publish(
@@ -272,6 +409,20 @@ class MqttLink:
     ) -> None:
         if mid == self._online_mid:
             self._ready.set()
+        elif not reason_code.is_failure and not self._acks:
+            # The common case, read by no one: deliver() treats a missing code as success.
+            return
+        else:
+            with self._acks_lock:
+                self._acks[mid] = reason_code
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        entry = self._handlers.get(message.topic)
+        if entry is not None:
+            entry[1](message.topic, message.payload)
+
+    def _on_pre_connect(self, client: paho.Client, userdata: Any) -> None:
+        self._network = threading.current_thread()
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # paho calls this from inside its ``except OSError`` block, so the error is current.
@@ -302,5 +453,14 @@ class MqttLink:
         elif refused:
             self._problem(refused, delay)
         else:
-            # e.g. a plain client on a TLS port: the broker hangs up before any CONNACK.
-            self._problem(f"connection closed before the broker answered ({reason_code})", delay)
+            # e.g. a plain client on a TLS port: the broker hangs up before any CONNACK; or a
+            # broker that speaks only MQTT 3.1.1 (amqtt) ignores an MQTT 5 CONNECT until the
+            # keepalive runs out.
+            hint = (
+                '; if the broker speaks only MQTT 3.1.1, set mqtt.protocol = "3.1.1"'
+                if self._v5
+                else ""
+            )
+            self._problem(
+                f"connection closed before the broker answered ({reason_code}){hint}", delay
+            )

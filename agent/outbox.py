@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -179,6 +180,14 @@ class Outbox:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise OutboxError(f"outbox {path}: cannot create its directory: {err}") from None
+        try:
+            # The outbox holds transcripts: only its owner may read it, whatever the umask
+            # (SQLite gives the -wal and -shm files the main file's mode).
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+        except IsADirectoryError:
+            pass  # refused below, with the other unusable files
+        except OSError as err:
+            raise OutboxError(f"outbox {path}: cannot create: {err.strerror or err}") from None
         try:
             self._db = self._open(path)
         except sqlite3.Error as err:

@@ -11,23 +11,38 @@ import itertools
 import logging
 import signal
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from types import FrameType
 
-from agent.audio import Item, microphone_source, stdin_source, wav_folder_source, wav_source
+from agent.audio import (
+    END_OF_STREAM,
+    Item,
+    microphone_source,
+    stdin_source,
+    wav_folder_source,
+    wav_source,
+)
 from agent.classifier import IntentClassifier
 from agent.config import Config
 from agent.daemon import Daemon, Outcome, Publisher
 from agent.delivery import Courier
+from agent.discovery import start_homeassistant
+from agent.feedback import start_feedback
+from agent.health import start_health
+from agent.liveness import Liveness
+from agent.metadata import ModelError, load_model_info
 from agent.mqtt import MqttLink
 from agent.notify import Notifier
 from agent.outbox import Outbox
-from agent.recognizer import Recognizer, RecognizerSettings, load_grammar
+from agent.query import start_query
+from agent.recognizer import Recognizer, RecognizerError, RecognizerSettings, load_grammar
+from agent.tflite import RuntimeUnavailable
 from agent.wake import WakeGate
 
-__all__ = ["RunOptions", "audio_items", "build_daemon", "run", "start_delivery"]
+__all__ = ["RunOptions", "audio_items", "build_daemon", "load_models", "run", "start_delivery"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +80,9 @@ def audio_items(config: Config) -> Iterator[Item]:
         return wav_source(audio.wav)
     if audio.source == "stdin":
         return stdin_source(audio.rate, audio.channels or 1)
-    return microphone_source(audio.device, audio.rate or None, audio.channels or None)
+    return microphone_source(
+        audio.device, audio.rate or None, audio.channels or None, stall_timeout=audio.stall_timeout
+    )
 
 
 def build_daemon(config: Config, publisher: Publisher, notifier: Notifier | None) -> Daemon:
@@ -116,12 +133,94 @@ def start_delivery(config: Config, stack: ExitStack) -> tuple[Outbox, MqttLink, 
     return outbox, link, courier
 
 
+def load_models(config: Config, daemon: Daemon) -> tuple[IntentClassifier, Recognizer]:
+    """The intent model as ``model.path`` holds it now, and a recognizer for its grammar
+    (the daemon's own when the grammar is unchanged; otherwise one sharing its loaded Vosk
+    model, which costs milliseconds, not the seconds of loading the model again).
+
+    Raises ModelError or RecognizerError with one line naming the file and the cause.
+    """
+    model = config.model
+    classifier = IntentClassifier.load(model.path, model.runtime, model.threads)
+    recognizer = daemon.recognizer
+    if config.vosk.grammar:
+        grammar = daemon.wake.grammar(load_grammar(model.path))
+        if grammar != recognizer.settings.grammar:
+            recognizer = recognizer.with_grammar(grammar)
+    return classifier, recognizer
+
+
 class _Stop(Exception):
     """Raised in the main thread by SIGTERM/SIGINT to leave the audio loop."""
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop(signal.Signals(signum).name)
+@dataclass
+class _Requests:
+    """What signal handlers ask of the audio loop: a handler only sets a flag, the loop does
+    the work between two items."""
+
+    reload: bool = False
+    stop: str | None = None
+    """The stop signal's name. Its handler also raises :class:`_Stop` to interrupt a blocking
+    read, but an exception raised while a log line is being written is swallowed by
+    logging, so the loop checks this too."""
+
+    def stop_now(self, signum: int, frame: FrameType | None) -> None:
+        self.stop = signal.Signals(signum).name
+        raise _Stop(self.stop)
+
+
+def _reload(config: Config, daemon: Daemon, notifier: Notifier) -> Iterator[Item]:
+    """Reload the models (SIGHUP, ``systemctl reload``) from the audio loop.
+
+    On success it yields END_OF_STREAM first, so that the old models finish the utterance in
+    progress, and swaps once the daemon has taken it; on failure it logs one line and the
+    old models keep serving. Either way systemd hears RELOADING=1, then READY=1.
+    """
+    old = daemon.classifier.info
+    notifier.reloading("reloading the intent model")
+    started = time.perf_counter()
+    try:
+        classifier, recognizer = load_models(config, daemon)
+    except Exception as err:
+        # Whatever a broken file makes a library raise, it is never worth the serving model.
+        known = isinstance(err, ModelError | RecognizerError | RuntimeUnavailable)
+        cause = str(err) if known else f"{type(err).__name__}: {err}"
+        log.error("model reload failed, still serving %s %s: %s", old.name, old.version, cause)
+        notifier.ready(f"listening ({_source_name(config)}); model reload failed: {cause}")
+        return
+    grammar = "unchanged" if recognizer is daemon.recognizer else "updated"
+    yield END_OF_STREAM
+    daemon.use_models(classifier, recognizer)
+    info = classifier.info
+    log.info(
+        "model reloaded: intents %s %s (%d labels, grammar %s) in %.0f ms",
+        info.name, info.version, len(info.labels), grammar,
+        (time.perf_counter() - started) * 1e3,
+    )  # fmt: skip
+    notifier.ready(f"listening ({_source_name(config)}); model {info.name} {info.version}")
+
+
+def _supervised(
+    items: Iterator[Item],
+    config: Config,
+    daemon: Daemon,
+    requests: _Requests,
+    notifier: Notifier,
+    liveness: Liveness | None,
+) -> Iterator[Item]:
+    """``items`` as the audio loop takes them: each one tells ``liveness`` the loop is alive
+    (a hung device or Vosk call stops these beats), and a requested reload happens here,
+    between two items."""
+    for item in items:
+        if requests.stop is not None:
+            raise _Stop(requests.stop)
+        if liveness is not None:
+            liveness.beat()
+        if requests.reload:
+            requests.reload = False
+            yield from _reload(config, daemon, notifier)
+        yield item
 
 
 def run(config: Config, options: RunOptions, environ: Mapping[str, str], pid: int) -> int:
@@ -129,9 +228,18 @@ def run(config: Config, options: RunOptions, environ: Mapping[str, str], pid: in
     setup_logging(config.log.level_number)
     notifier = Notifier.from_environ(environ, pid)
     last: Outcome | None = None
+    # A broken model directory is refused before the outbox and the broker are touched, so
+    # its one line is all there is to read (the models themselves load below).
+    load_model_info(config.model.path)
+    if config.vosk.grammar:
+        load_grammar(config.model.path)
     with ExitStack() as stack:
         outbox, link, courier = start_delivery(config, stack)
         daemon = build_daemon(config, courier, notifier)
+        start_homeassistant(config, link, daemon, stack)
+        start_health(config, link, outbox, daemon, stack)
+        daemon.cues = start_feedback(config, stack)
+        start_query(config, link, daemon, stack)
         # The first item opens the source (the microphone stream, the first WAV), so a
         # missing device or a bad file fails here, before READY, as one line. (From a pipe
         # it waits for the writer, which may wait for "online": so the link starts first.)
@@ -140,7 +248,13 @@ def run(config: Config, options: RunOptions, environ: Mapping[str, str], pid: in
         if first is not None:
             items = itertools.chain((first,), items)
         stack.callback(notifier.stopping)
-        previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        requests = _Requests()
+        previous = {
+            s: signal.signal(s, requests.stop_now) for s in (signal.SIGTERM, signal.SIGINT)
+        }
+        previous[signal.SIGHUP] = signal.signal(
+            signal.SIGHUP, lambda signum, frame: setattr(requests, "reload", True)
+        )
         for signum, handler in previous.items():
             stack.callback(signal.signal, signum, handler)
         try:
@@ -152,6 +266,8 @@ def run(config: Config, options: RunOptions, environ: Mapping[str, str], pid: in
                 )
             notifier.ready(f"listening ({_source_name(config)})")
             log.info("listening (%s)", _source_name(config))
+            liveness = _watch(config, notifier, link, courier, stack)
+            items = _supervised(items, config, daemon, requests, notifier, liveness)
             for outcome in daemon.listen(items):
                 last = outcome
                 if options.once:
@@ -167,6 +283,21 @@ def run(config: Config, options: RunOptions, environ: Mapping[str, str], pid: in
             return 1
         return 0 if last.decision.accepted and last.complete else 1
     return 0
+
+
+def _watch(
+    config: Config, notifier: Notifier, link: MqttLink, courier: Courier, stack: ExitStack
+) -> Liveness | None:
+    """Start feeding the systemd watchdog (when it expects pings) while everything lives;
+    stopped first on the way out, so that the link and courier stopping do not look dead."""
+    interval = notifier.watchdog_interval
+    if interval is None:
+        return None
+    parts = {"MQTT network thread": link, "courier thread": courier}
+    liveness = Liveness(notifier, parts, config.audio.stall_timeout)
+    liveness.start(interval)
+    stack.callback(liveness.stop)
+    return liveness
 
 
 def _source_name(config: Config) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from agent.featurize import Occurrences
+
 RUNTIMES = ("tflite_runtime", "ai_edge_litert", "tensorflow")
 _MODULES = {
     "tflite_runtime": "tflite_runtime.interpreter",
@@ -52,111 +54,103 @@ def available_runtime(preference: str = "auto") -> str:
     )
 
 
-def open_interpreter(path: Path, preference: str = "auto", threads: int = 1) -> tuple[Any, str]:
-    """A ready (tensors allocated) interpreter for ``path`` and the runtime's name."""
+def open_interpreter(
+    path: str | Path, preference: str = "auto", threads: int = 1, content: bytes | None = None
+) -> tuple[Any, str]:
+    """A ready (tensors allocated) interpreter for ``path`` and the runtime's name.
+
+    The model is handed over as bytes (``content``, or ``path`` read now), never as a path:
+    the runtime would memory-map the file, and a copy over it (a model update) would then
+    kill the running agent with SIGBUS at its next command.
+    """
     runtime = available_runtime(preference)
     module = _import(runtime)
-    interpreter = module.Interpreter(model_path=str(path), num_threads=threads)
+    data = Path(path).read_bytes() if content is None else content
+    interpreter = module.Interpreter(model_content=data, num_threads=threads)
     interpreter.allocate_tensors()
     return interpreter, runtime
 
 
-def strongest(index: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` largest ``weights`` and their ``index`` (all of them when there are fewer)."""
-    if len(index) <= k:
-        return index, weights
-    keep = np.argpartition(weights, len(weights) - k)[-k:]
-    return index[keep], weights[keep]
+INPUTS = ("words", "chars", "scale")
+"""The intent model's inputs (format 3): int32 ``[1, Kw]`` and ``[1, Kc]`` buckets, float32
+``[1, 1]``; see :class:`agent.featurize.Occurrences`."""
 
 
-def sparse_input(index: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """A sentence's buckets as the model's ``ids`` (int32) and float ``weights``, both of
-    length ``k``: padded with bucket 0 at weight 0, which adds nothing to the gathered sum.
-
-    A sentence touching more than ``k`` buckets keeps the ``k`` largest weights (word
-    n-grams before character n-grams): the nearest ``k``-sparse vector to the real one,
-    so a long sentence is classified from its strongest features rather than refused.
-    ``index`` must not repeat a bucket (``Featurizer.sparse_words`` never does).
-    """
-    index, weights = strongest(index, weights, k)
-    ids = np.zeros(k, np.int32)
-    values = np.zeros(k, np.float32)
-    ids[: len(index)] = index
-    values[: len(index)] = weights
-    return ids, values
+def _input_name(detail: dict[str, Any]) -> str:
+    """An input's name as given at export (converters may add a signature prefix)."""
+    name = str(detail["name"]).split(":")[0]
+    return name.removeprefix("serving_default_")
 
 
 class SparseRunner:
-    """Feeds an intent model a sentence's touched buckets and reads its raw output.
+    """Feeds an intent model a sentence's feature occurrences and reads its raw output.
 
-    The model (format 2, see ``convert/quantize.py``) takes ``ids`` (int32 ``[1, K]``) and
-    ``weights`` (float32 ``[1, K]``; an int8 model quantizes them in its first op) and
-    gathers one first-layer row per id, so the work per sentence follows the ~100
-    buckets it touches, not the thousands it could.
-    The runtime classifier and the build's evaluation both run models this way, so the
-    numbers in a model's report are the numbers the Pi computes.
+    The model (format 3, see ``convert/quantize.py``) takes the buckets of the sentence's
+    word n-grams and character n-grams, each padded to a fixed length with the bucket
+    ``dim`` (a kernel row of zeros), and the scale that normalizes their sum. It gathers
+    one first-layer row per occurrence and sums them with constant weights, so the work
+    per sentence follows the ~100 features it has, not the thousands of buckets it could
+    touch, and no per-sentence weights need quantizing. A sentence with more occurrences
+    than the model takes keeps the first ones (the file's sizes hold 99% of the training
+    sentences). The runtime classifier and the build's evaluation both run models this
+    way, so the numbers in a model's report are the numbers the Pi computes.
     """
 
     def __init__(self, interpreter: Any) -> None:
         self.interpreter = interpreter
-        inputs = interpreter.get_input_details()
-        ids = [d for d in inputs if d["dtype"] == np.int32]
-        values = [d for d in inputs if d["dtype"] == np.float32]
-        if (
-            len(inputs) != 2
-            or len(ids) != 1
-            or len(values) != 1
-            or ids[0]["shape"].tolist() != values[0]["shape"].tolist()
+        inputs = {_input_name(d): d for d in interpreter.get_input_details()}
+        if sorted(inputs) != sorted(INPUTS) or any(
+            inputs[name]["dtype"] != np.int32 for name in INPUTS[:2]
         ):
             raise ValueError(
-                "not a sparse-input intent model (expected int32 ids and float32 weights,"
-                " both [1, K]); rebuild it with 'voice-agent convert'"
+                "not an intent model of this version (expected int32 words and chars and"
+                " a float32 scale); rebuild it with 'voice-agent convert'"
             )
         out = interpreter.get_output_details()[0]
-        self.k = int(ids[0]["shape"][-1])
-        """Buckets fed per sentence; a longer sentence keeps its K largest weights."""
-        self.dim = self._buckets(interpreter)
+        self.dim = self._buckets(interpreter) - 1
+        """The featurizer dim the model was built for; bucket ``dim`` is the padding."""
         self.classes = int(out["shape"][-1])
-        self._ids_index = ids[0]["index"]
-        self._weights_index = values[0]["index"]
+        words, chars, scale = (inputs[name] for name in INPUTS)
+        self.word_slots = int(words["shape"][-1])
+        self.char_slots = int(chars["shape"][-1])
+        self._indices = (words["index"], chars["index"], scale["index"])
         self._output_index = out["index"]
         self._out_scale, self._out_zero = out["quantization"]
-        # Preallocated inputs: padding is bucket 0 at weight 0, so only the slots the
-        # previous sentence used need resetting.
-        self._ids = np.zeros((1, self.k), np.int32)
-        self._weights = np.zeros((1, self.k), np.float32)
-        self._used = 0
+        # Preallocated inputs, all padding; only the slots a sentence used need resetting.
+        self._words = np.full((1, self.word_slots), self.dim, np.int32)
+        self._chars = np.full((1, self.char_slots), self.dim, np.int32)
+        self._scale = np.zeros((1, 1), np.float32)
+        self._used = [0, 0]
 
     @staticmethod
     def _buckets(interpreter: Any) -> int:
-        """The featurizer dim the model was built for: the rows of the gathered kernel.
-        (The op list is the only place the file states it; every runtime has it.)"""
+        """Rows of the gathered kernel: the featurizer dim plus the padding row. (The op
+        list is the only place the file states it; every runtime has it.)"""
         tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
         for op in interpreter._get_ops_details():
             if op["op_name"] == "GATHER":
                 return int(tensors[op["inputs"][0]]["shape"][0])
-        raise ValueError("not a sparse-input intent model (no GATHER op)")
+        raise ValueError("not an intent model of this version (no GATHER op)")
 
-    def raw(self, index: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """The output tensor as the model wrote it (int8 or float); valid until the next call.
+    def _fill(self, slot: int, row: np.ndarray, ids: np.ndarray) -> None:
+        n = min(len(ids), row.shape[0])
+        row[:n] = ids[:n]
+        if self._used[slot] > n:
+            row[n : self._used[slot]] = self.dim  # what the previous, longer sentence left
+        self._used[slot] = n
 
-        ``index``: unique bucket numbers, ``weights``: their values (``sparse_words``).
-        """
-        if len(index) > self.k:
-            index, weights = strongest(index, weights, self.k)
-        n = len(index)
-        self._ids[0, :n] = index
-        row = self._weights[0]
-        row[:n] = weights
-        if self._used > n:
-            # Zero the weights the previous, longer sentence left behind; its stale ids are
-            # still valid buckets, and a zero weight makes their rows add nothing.
-            row[n : self._used] = 0.0
-        self._used = n
-        self.interpreter.set_tensor(self._ids_index, self._ids)
-        self.interpreter.set_tensor(self._weights_index, self._weights)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output_index)[0]
+    def raw(self, features: Occurrences) -> np.ndarray:
+        """The output tensor as the model wrote it (int8 or float); valid until the next call."""
+        self._fill(0, self._words[0], features.words)
+        self._fill(1, self._chars[0], features.chars)
+        self._scale[0, 0] = features.scale
+        words, chars, scale = self._indices
+        interpreter = self.interpreter
+        interpreter.set_tensor(words, self._words)
+        interpreter.set_tensor(chars, self._chars)
+        interpreter.set_tensor(scale, self._scale)
+        interpreter.invoke()
+        return interpreter.get_tensor(self._output_index)[0]
 
     def probability(self, value: float) -> float:
         """One raw output value as a probability."""
@@ -164,9 +158,9 @@ class SparseRunner:
             return (value - self._out_zero) * self._out_scale
         return value
 
-    def probabilities(self, index: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def probabilities(self, features: Occurrences) -> np.ndarray:
         """Every label's probability, as a new float32 array."""
-        raw = self.raw(index, weights).astype(np.float32)
+        raw = self.raw(features).astype(np.float32)
         if self._out_scale:
             raw -= self._out_zero
             raw *= self._out_scale

@@ -1,8 +1,8 @@
 """Time the runtime classifier on .tflite files with each installed TFLite runtime.
 
 Runs exactly the Pi's code path, split in its two halves: *featurize* (normalize,
-tokenize, hash the n-grams: ``Featurizer.sparse_words``) and *invoke* (quantize the
-touched buckets' weights, set the inputs, run the model: ``SparseRunner.raw``); *total* is
+tokenize, hash the n-grams: ``Featurizer.occurrences``) and *invoke* (set the
+inputs, run the model: ``SparseRunner.raw``); *total* is
 their sum for the same utterance. One utterance at a time on one thread, over one data
 set's test sentences (or an intent spec's sentences), in a fresh process per runtime
 (tflite-runtime cannot share a process with TensorFlow). Each figure is the median over
@@ -56,7 +56,7 @@ def child(model: str, runtime: str, dim: int, texts_file: str, runs: int) -> Non
     runner = SparseRunner(interpreter)
     texts = json.loads(Path(texts_file).read_text())
     for text in texts:  # warm up: hash every word once, as a long-running daemon has
-        runner.raw(*featurizer.sparse_words(tokenize(text)))
+        runner.raw(featurizer.occurrences(tokenize(text)))
     clock = time.perf_counter
     passes: dict[str, list[list[float]]] = {part: [] for part in PARTS}
     for _ in range(runs):
@@ -64,9 +64,9 @@ def child(model: str, runtime: str, dim: int, texts_file: str, runs: int) -> Non
         invoke = np.empty(len(texts))
         for i, text in enumerate(texts):
             start = clock()
-            index, weights = featurizer.sparse_words(tokenize(text))
+            features = featurizer.occurrences(tokenize(text))
             middle = clock()
-            runner.raw(index, weights)
+            runner.raw(features)
             end = clock()
             featurize[i] = middle - start
             invoke[i] = end - middle

@@ -93,7 +93,7 @@ def _child(kind: str, model_path: str, texts_path: str, out_path: str, n_latency
 
         # The Pi's path: agent.classifier.IntentClassifier runs the model the same way.
         def run(text: str) -> np.ndarray:
-            return runner.probabilities(*featurizer.sparse_words(tokenize(text)))
+            return runner.probabilities(featurizer.occurrences(tokenize(text)))
 
     elif kind == "teacher":
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
@@ -288,13 +288,16 @@ def sparse_features(featurizer: Featurizer, texts: list[str]) -> Any:
     from agent.featurize import tokenize
 
     indptr, indices, values = [0], [], []
+    weight = featurizer.config.char_weight
     for text in texts:
-        index, weights = featurizer.sparse_words(tokenize(text))
-        unique, first = np.unique(index, return_index=True)  # repeats carry the same weight
-        indices.append(unique)
-        values.append(weights[first])
-        indptr.append(indptr[-1] + len(unique))
-    return csr_matrix(
+        words, chars, scale = featurizer.occurrences(tokenize(text))
+        indices.append(np.concatenate([words, chars]))
+        values.append(
+            np.concatenate([np.full(len(words), scale), np.full(len(chars), scale * weight)])
+        )
+        indptr.append(indptr[-1] + len(words) + len(chars))
+    # Repeated buckets are summed by the conversion to canonical form: the dense vector.
+    matrix = csr_matrix(
         (  # (data, indices, indptr)
             np.concatenate(values) if values else np.zeros(0, np.float32),
             np.concatenate(indices) if indices else np.zeros(0, np.intp),
@@ -303,6 +306,8 @@ def sparse_features(featurizer: Featurizer, texts: list[str]) -> Any:
         shape=(len(texts), featurizer.config.dim),
         dtype=np.float32,
     )
+    matrix.sum_duplicates()
+    return matrix
 
 
 def choose_threshold(scores: np.ndarray, truth: np.ndarray, oos: int, cost: float = 1.0) -> float:
@@ -437,9 +442,10 @@ def bench_dataset(
 ) -> Result:
     import keras
 
+    from agent.featurize import tokenize
     from convert.distill import FitConfig, fit
     from convert.model import MlpConfig, build_mlp
-    from convert.quantize import to_tflite
+    from convert.quantize import choose_sizes, to_tflite
 
     started = time.time()
     log = print if args.verbose else (lambda *a, **k: None)
@@ -498,12 +504,21 @@ def bench_dataset(
         batch_size=args.batch_size,
     )
     fit(student, features, y_transfer, config, seed=args.seed, teacher_logits=teacher_logits)
+    del features
+    occurrences = [featurizer.occurrences(tokenize(text)) for text in train_texts]
     rng = np.random.default_rng(args.seed)
     sample = rng.choice(len(train_texts), min(500, len(train_texts)), False)
-    representative = features[np.sort(sample)].toarray()
-    del features
+    representative = [occurrences[i] for i in np.sort(sample)]
+    sizes = choose_sizes(occurrences)
+    log(f"[{data.name}] student inputs: {sizes[0]} word and {sizes[1]} character n-grams")
     for mode, name in (("float32", "float"), ("int8", "int8")):
-        blob = to_tflite(student, representative, mode)
+        blob = to_tflite(
+            student,
+            representative,
+            mode,
+            char_weight=student_featurizer.char_weight,
+            sizes=sizes,
+        )
         path = work / f"student-{mode}.tflite"
         path.write_bytes(blob)
         scores, stats = _run_child(

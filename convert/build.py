@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import keras
 import numpy as np
 
 from agent import __version__
-from agent.featurize import Featurizer, FeaturizerConfig
+from agent.featurize import Featurizer, FeaturizerConfig, tokenize
 from agent.metadata import FORMAT, GRAMMAR_FILE, METADATA_FILE, NONE_LABEL, TFLITE_FILE
 from convert.distill import FitConfig, fit
 from convert.evaluate import (
@@ -39,7 +40,7 @@ from convert.evaluate import (
 from convert.grammar import vosk_grammar, vosk_vocabulary
 from convert.model import MlpConfig, build_mlp
 from convert.prune import MagnitudePruner, sparsity
-from convert.quantize import Mode, to_tflite
+from convert.quantize import Mode, choose_sizes, to_tflite
 from convert.report import write_report
 from convert.sentences import NONE_INTENT, Example, expand_negatives, expand_spec
 from convert.spec import Spec
@@ -202,7 +203,16 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
     x_train = featurizer.transform(train_texts)
     n_classes = len(labels)
     stages: list[StageResult] = []
-    representative = x_train[np.random.default_rng(options.seed).permutation(len(x_train))[:300]]
+    # Every training sentence sizes the model's inputs; 300 of them calibrate int8.
+    features = [featurizer.occurrences(tokenize(text)) for text in train_texts]
+    order = np.random.default_rng(options.seed).permutation(len(features))[:300]
+    representative = [features[i] for i in order]
+    export = partial(
+        to_tflite,
+        representative=representative,
+        char_weight=featurizer.config.char_weight,
+        sizes=choose_sizes(features),
+    )
 
     def epochs(stage: str, total: int) -> Callable[[int, float], None]:
         return lambda epoch, loss: progress(f"[{stage}] epoch {epoch + 1}/{total} loss {loss:.4f}")
@@ -243,7 +253,7 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
         teacher_logits=teacher_logits,
         on_epoch=epochs("student", options.epochs),
     )
-    float_model = TFLiteModel(to_tflite(student, representative, "float32"), featurizer)
+    float_model = TFLiteModel(export(student, mode="float32"), featurizer)
     stages.append(
         _stage(
             "float student",
@@ -276,7 +286,7 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
             pruner=pruner,
             on_epoch=epochs("prune", options.prune_epochs),
         )
-        pruned_model = TFLiteModel(to_tflite(pruned, representative, "float32"), featurizer)
+        pruned_model = TFLiteModel(export(pruned, mode="float32"), featurizer)
         gz = len(gzip.compress(pruned_model.content, 9))
         stages.append(
             _stage(
@@ -290,7 +300,7 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
         final = pruned
 
     # 4. Quantization of the final network, calibrated on real feature vectors.
-    content = to_tflite(final, representative, options.quantize)
+    content = export(final, mode=options.quantize)
     final_model = TFLiteModel(content, featurizer)
     probs = final_model.probabilities(held_texts)
     stages.append(
@@ -326,8 +336,9 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
             "transfer": len(transfer_texts),
         },
         "stages": [s.to_json() for s in stages],
-        # Every TFLite stage takes a sentence as at most this many (bucket, weight) pairs.
-        "sparse_k": final_model.runner.k,
+        # Every TFLite stage takes a sentence as at most this many word and character
+        # n-gram occurrences.
+        "inputs": {"words": final_model.runner.word_slots, "chars": final_model.runner.char_slots},
         "rejection": asdict(rejection),
         "per_intent": per_class_f1(cm_labels, y_held.copy(), cm_pred),
         "labels": cm_labels,

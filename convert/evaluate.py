@@ -49,11 +49,11 @@ class TFLiteModel:
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         return np.stack(
-            [self.runner.probabilities(*self.featurizer.sparse_words(tokenize(t))) for t in texts]
+            [self.runner.probabilities(self.featurizer.occurrences(tokenize(t))) for t in texts]
         )
 
     def classify_one(self, text: str) -> int:
-        return int(np.argmax(self.runner.raw(*self.featurizer.sparse_words(tokenize(text)))))
+        return int(np.argmax(self.runner.raw(self.featurizer.occurrences(tokenize(text)))))
 
 
 def latency_us(

@@ -1,14 +1,21 @@
 """Export a trained classifier to TFLite with a sparse first layer: float32, float16 weights,
 or full-integer int8.
 
-Training stays dense in Keras (fast on a batch). The exported graph instead takes the
-sentence as its touched buckets, ``ids`` (int32 ``[1, K]``) and ``weights`` (float32
-``[1, K]``, quantized inside the int8 graph), gathers those rows of the first kernel and
-multiplies them by the weights, so a sentence costs ``K x hidden`` multiply-adds instead
-of ``dim x hidden`` (tflite_runtime 2.14 on x86: 8192 x 256 took 9 ms, 256 x 256 takes
-0.3 ms). ``K`` is fixed in the file (:func:`choose_k`); ``agent.tflite.SparseRunner``
-pads shorter sentences with zero weights and keeps the ``K`` largest weights of longer
-ones.
+Training stays dense in Keras (fast on a batch). The exported graph instead takes a
+sentence as its feature occurrences (:class:`agent.featurize.Occurrences`): the buckets of
+its word n-grams (int32 ``[1, Kw]``) and character n-grams (``[1, Kc]``), padded with the
+bucket ``dim`` whose kernel row is zero, and the float ``scale`` that normalizes their sum.
+It gathers one kernel row per occurrence and sums them with a *constant* weight vector
+(1 for a word n-gram, ``char_weight`` for a character n-gram), then multiplies by the
+scale: the dense product, at ``(Kw + Kc) x hidden`` multiply-adds instead of
+``dim x hidden``.
+
+The constant weights are what make it fast in tflite_runtime 2.14: the sum becomes a
+TRANSPOSE and a FULLY_CONNECTED with a constant input, which its XNNPACK delegate runs in
+int8, where the previous graph (bucket ids with per-sentence float weights, one
+BATCH_MATMUL) fell back to reference kernels: 4096 x 96, K 128: 84 -> ~22 µs per invoke
+on this machine (bench/latency.py). ``Kw`` and ``Kc`` are fixed in the file
+(:func:`choose_sizes`).
 
 Full-integer int8 calibrates every activation range on a representative set of real
 sentences, so the Pi runs only integer kernels and the file is about a quarter of the
@@ -17,40 +24,43 @@ float one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from agent.tflite import sparse_input
+from agent.featurize import Occurrences
 from convert.quiet import silenced
 
 Mode = Literal["float32", "float16", "int8"]
 MODES: tuple[Mode, ...] = ("float32", "float16", "int8")
 
-MAX_K = 256
-"""The most buckets a model takes per sentence. Spoken commands touch 20-140 (the example
-specs' longest sentence: 137); the public data sets' test sentences a median of 84-115,
-and 99.7% (SNIPS, the wordiest) to 99.94% (CLINC150) of them at most 256."""
-MIN_K = 32
+SLOT_STEP = 16
+"""Sizes are multiples of this: padding costs as much as a feature, so round up finely."""
+MAX_WORDS = 256
+MAX_CHARS = 1024
+"""The most occurrences a model takes per sentence. Spoken commands have 5-30 word and
+15-120 character n-grams; the public data sets' test sentences up to ~60 and ~300."""
 
 
-def choose_k(representative: np.ndarray) -> int:
-    """``K``, the buckets fed per sentence: the power of two (32 to 256) that holds the
-    99th percentile of the representative sentences' touched buckets.
+def _size(counts: list[int], cap: int) -> int:
+    need = float(np.percentile(counts, 99)) if counts else 0.0
+    return int(min(cap, max(SLOT_STEP, -(-int(np.ceil(need)) // SLOT_STEP) * SLOT_STEP)))
 
-    The first layer's cost grows linearly in K (the int8 product over the gathered rows
-    dominates in tflite_runtime), so a spec of short commands gets a small K; the rare
-    longer sentence keeps its K largest weights (words before character n-grams).
+
+def choose_sizes(representative: Sequence[Occurrences]) -> tuple[int, int]:
+    """``(Kw, Kc)``, the word and character occurrences fed per sentence: the 99th
+    percentile of the representative sentences', rounded up to a multiple of 16.
+
+    The first layer's cost grows linearly in ``Kw + Kc``, so a spec of short commands
+    gets small sizes; the rare longer sentence keeps its first occurrences.
     """
-    counts = np.count_nonzero(representative, axis=1)
-    need = float(np.percentile(counts, 99)) if len(counts) else 0.0
-    k = MIN_K
-    while k < need and k < MAX_K:
-        k *= 2
-    return k
+    return (
+        _size([len(r.words) for r in representative], MAX_WORDS),
+        _size([len(r.chars) for r in representative], MAX_CHARS),
+    )
 
 
 def dense_layers(model: keras.Model) -> tuple[keras.layers.Dense, keras.layers.Dense]:
@@ -72,9 +82,9 @@ def sparse_weights(model: keras.Model) -> tuple[np.ndarray, ...]:
     It matters for int8 twice over. The gathered rows share one quantization scale
     (GATHER keeps its input's) where the dense layer had one per hidden unit; equalized
     columns all use the full int8 range, as per-channel scales would. And a range of
-    exactly ``[-128 s, 127 s]`` gives the kernel the zero point 0: TensorFlow's own
-    interpreter drops a nonzero zero point of BATCH_MATMUL's right operand, which
-    tflite_runtime honours, and the build must score the numbers the Pi computes.
+    exactly ``[-128 s, 127 s]`` gives the kernel the zero point 0, which int8
+    FULLY_CONNECTED requires of its weights (the gathered rows) and which keeps the
+    padding row exactly zero.
     """
     hidden, output = dense_layers(model)
     kernel, bias = (np.asarray(w, np.float64) for w in hidden.get_weights())
@@ -92,43 +102,67 @@ def sparse_weights(model: keras.Model) -> tuple[np.ndarray, ...]:
     )
 
 
-def sparse_samples(representative: np.ndarray, k: int) -> Iterator[list[np.ndarray]]:
-    """Calibration inputs: each dense feature row as the ``(ids, weights)`` pair the
-    runtime would feed for that sentence."""
-    for row in representative:
-        index = np.flatnonzero(row)
-        ids, weights = sparse_input(index, row[index], k)
-        yield [ids[None, :], weights[None, :]]
+def padded(ids: np.ndarray, size: int, pad: int) -> np.ndarray:
+    """``ids`` as a ``[1, size]`` int32 row: cut to ``size``, or padded with ``pad``."""
+    row = np.full((1, size), pad, np.int32)
+    n = min(len(ids), size)
+    row[0, :n] = ids[:n]
+    return row
+
+
+def sparse_samples(
+    representative: Sequence[Occurrences], sizes: tuple[int, int], dim: int
+) -> Iterator[list[np.ndarray]]:
+    """Calibration inputs: each sentence as the runtime would feed it."""
+    for features in representative:
+        yield [
+            padded(features.words, sizes[0], dim),
+            padded(features.chars, sizes[1], dim),
+            np.array([[features.scale]], np.float32),
+        ]
 
 
 def to_tflite(
-    model: keras.Model, representative: np.ndarray, mode: Mode, *, k: int | None = None
+    model: keras.Model,
+    representative: Sequence[Occurrences],
+    mode: Mode,
+    *,
+    char_weight: float,
+    sizes: tuple[int, int] | None = None,
 ) -> bytes:
-    """Convert ``model`` (dense features -> logits) to a TFLite flatbuffer from the sparse
-    ``(ids, weights)`` of a sentence to probabilities.
+    """Convert ``model`` (dense features -> logits) to a TFLite flatbuffer from a sentence's
+    feature occurrences to probabilities.
 
-    ``representative`` holds dense feature rows of real sentences (rows of the training
-    matrix): they calibrate the int8 ranges and, unless ``k`` is given, choose K.
+    ``representative`` holds real sentences' features (training sentences): they calibrate
+    the int8 ranges and, unless ``sizes`` is given, choose ``(Kw, Kc)``. ``char_weight`` is
+    the featurizer's (it is folded into the graph as a constant).
     """
-    if k is None:
-        k = choose_k(representative)
+    if sizes is None:
+        sizes = choose_sizes(representative)
     kernel, bias, out_kernel, out_bias = sparse_weights(model)
-    hidden = kernel.shape[1]
+    dim, hidden = kernel.shape
+    # Row ``dim`` is the padding: zero, so a padded slot adds nothing (exactly, in int8 too:
+    # the equalized kernel has zero point 0).
+    padded_kernel = np.vstack([kernel, np.zeros((1, hidden), np.float32)])
+    weights = np.concatenate(
+        [np.ones(sizes[0], np.float32), np.full(sizes[1], char_weight, np.float32)]
+    )[None, :]
 
     @tf.function(
         input_signature=[
-            tf.TensorSpec([1, k], tf.int32, name="ids"),
-            tf.TensorSpec([1, k], tf.float32, name="weights"),
+            tf.TensorSpec([1, sizes[0]], tf.int32, name="words"),
+            tf.TensorSpec([1, sizes[1]], tf.int32, name="chars"),
+            tf.TensorSpec([1, 1], tf.float32, name="scale"),
         ],
         autograph=False,  # straight-line code; nothing for AutoGraph to rewrite
     )
-    def classify(ids: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-        rows = tf.gather(tf.constant(kernel), ids)  # [1, K, hidden]
-        # BATCH_MATMUL, not FULLY_CONNECTED: FC wants its weights as [hidden, K], so the
-        # gathered rows would need a TRANSPOSE (or a strided gather); in tflite_runtime
-        # 2.14 that costs more than BATCH_MATMUL's own transpose of its right operand.
-        summed = tf.linalg.matmul(tf.reshape(weights, [1, 1, k]), rows)  # [1, 1, hidden]
-        activations = tf.nn.relu(tf.reshape(summed, [1, hidden]) + bias)
+    def classify(words: tf.Tensor, chars: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+        ids = tf.concat([words[0], chars[0]], axis=0)  # [K]
+        rows = tf.gather(tf.constant(padded_kernel), ids)  # [K, hidden]
+        # A constant left operand: the converter makes it TRANSPOSE + FULLY_CONNECTED,
+        # which XNNPACK runs (see the module docstring).
+        summed = tf.matmul(tf.constant(weights), rows)  # [1, hidden]
+        activations = tf.nn.relu(summed * scale + bias)
         logits = tf.matmul(activations, tf.constant(out_kernel)) + out_bias
         return tf.nn.softmax(logits, name="probabilities")
 
@@ -140,10 +174,9 @@ def to_tflite(
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif mode == "int8":
-        converter.representative_dataset = lambda: sparse_samples(representative, k)
+        converter.representative_dataset = lambda: sparse_samples(representative, sizes, dim)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        # The weights stay a float input, quantized by the graph's first op: TFLite's
-        # QUANTIZE is cheaper than the same rounding and clipping done in numpy.
+        # The scale stays a float input, quantized by the graph's first op.
         converter.inference_input_type = tf.float32
         converter.inference_output_type = tf.int8
     with silenced():

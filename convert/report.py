@@ -48,8 +48,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Accuracy is arg-max over every label on the held-out split; latency is one sentence,"
         " featurize + invoke, one thread, on the build machine. The TFLite stages take a"
-        f" sentence as its touched buckets (at most {report['sparse_k']}) and gather only"
-        " those rows of the first layer.",
+        f" sentence as its feature occurrences (at most {report['inputs']['words']} word and"
+        f" {report['inputs']['chars']} character n-grams) and gather only those rows of the"
+        " first layer.",
         "",
         *stage_table(report["stages"]),
         "",

@@ -44,6 +44,8 @@ PLACEHOLDER_RE: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_RANGE_VALUES: Final = 10_000
 MAX_PAYLOAD_NODES: Final = 10_000
 MAX_PAYLOAD_DEPTH: Final = 64
+MAX_SPEC_BYTES: Final = 16 << 20
+"""Largest spec file read: a path such as /dev/zero must not fill the memory."""
 
 TOP_KEYS: Final = ("name", "language", "version", "slots", "intents", "none")
 INTENT_KEYS: Final = ("sentences", "required", "action", "actions")
@@ -72,8 +74,14 @@ class SpecError(Exception):
 
     def __str__(self) -> str:
         if self.line is None:
-            return f"{self.path}: {self.problem}"
-        return f"{self.path}:{self.line}: {self.problem}"
+            return _printable(f"{self.path}: {self.problem}")
+        return _printable(f"{self.path}:{self.line}: {self.problem}")
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters and other line breaks (``\\r``, U+2028, which YAML
+    escapes can put in a name) escaped, so that an error message stays one line."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 @dataclass(frozen=True)
@@ -127,9 +135,12 @@ def load_spec(path: str | Path) -> Spec:
     """Read, parse and validate the spec at ``path``; raise :class:`SpecError` on any problem."""
     name = str(path)
     try:
-        data = Path(path).read_bytes()
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_SPEC_BYTES + 1)
     except OSError as err:
         raise SpecError(name, None, f"cannot read: {err.strerror or err}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(name, None, f"too large for a spec (over {MAX_SPEC_BYTES >> 20} MiB)")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:

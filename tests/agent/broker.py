@@ -24,6 +24,8 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.broker import free_port, listening, terminate
 
@@ -102,9 +104,12 @@ class Mosquitto:
         certificates: Certificates | None = None,
         password: bool = False,
         persistent: bool = False,
+        acl: str | None = None,
     ) -> None:
         """``persistent``: keep sessions and queued messages across ``stop()``/``start()``
-        (a restart on the same port), as a broker with a disk does."""
+        (a restart on the same port), as a broker with a disk does. ``acl``: the text of
+        an ``acl_file`` (mosquitto's format: ``user NAME`` then ``topic read|write|readwrite
+        PATTERN`` lines; anything not granted is denied)."""
         self.directory = directory
         self.port = port or free_port()
         self.certificates = certificates
@@ -134,6 +139,10 @@ class Mosquitto:
             lines += ["allow_anonymous false", f"password_file {passwd}"]
         else:
             lines.append("allow_anonymous true")
+        if acl is not None:
+            acl_path = directory / "acl"
+            acl_path.write_text(acl)
+            lines.append(f"acl_file {acl_path}")
         if certificates is not None:
             lines += [
                 f"cafile {certificates.ca}",
@@ -179,15 +188,27 @@ class Subscriber:
         username: str | None = None,
         password: str | None = None,
         client_id: str = "",
+        mqtt5: bool = False,
     ) -> None:
         """``client_id``: a persistent session under that id (the broker queues QoS 1
-        messages while this subscriber is cut off); empty: a clean session."""
+        messages while this subscriber is cut off); empty: a clean session. ``mqtt5``:
+        speak MQTT 5, so that messages keep their user properties (``user_properties``)."""
         self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
         self._subscribed = threading.Event()
         topic_list = (topics,) if isinstance(topics, str) else topics
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not client_id
-        )
+        connect_properties = None
+        if mqtt5:
+            client = paho.Client(
+                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
+            )
+            if client_id:
+                # MQTT 5's persistent session: kept for an hour after a disconnect.
+                connect_properties = Properties(PacketTypes.CONNECT)
+                connect_properties.SessionExpiryInterval = 3600
+        else:
+            client = paho.Client(
+                CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not client_id
+            )
         # Back quickly after a broker restart (paho's default waits up to 2 minutes).
         client.reconnect_delay_set(0.1, 1.0)
         if username is not None:
@@ -207,7 +228,12 @@ class Subscriber:
         client.on_connect = on_connect
         client.on_subscribe = on_subscribe
         client.on_message = on_message
-        client.connect(HOST, port, keepalive=10)
+        if mqtt5:
+            client.connect(
+                HOST, port, keepalive=10, clean_start=not client_id, properties=connect_properties
+            )
+        else:
+            client.connect(HOST, port, keepalive=10)
         client.loop_start()
         self._client = client
         if not self._subscribed.wait(10):
@@ -231,6 +257,12 @@ class Subscriber:
             message = self.get(left)
             if message.topic == topic and (payload is None or message.payload == payload):
                 return message
+
+    @staticmethod
+    def user_properties(message: paho.MQTTMessage) -> dict[str, str]:
+        """The MQTT 5 user properties of ``message`` (empty under 3.1.1)."""
+        properties = getattr(message, "properties", None)
+        return dict(getattr(properties, "UserProperty", None) or [])
 
     def json(self, timeout: float = 5.0) -> tuple[str, object]:
         message = self.get(timeout)
@@ -275,5 +307,30 @@ def tls_broker(
     """An anonymous mosquitto that speaks only TLS, with a certificate from ``certificates.ca``."""
     process = Mosquitto(tmp_path_factory.mktemp("mosquitto-tls"), certificates=certificates)
     process.start()
+    yield process
+    process.stop()
+
+
+ACL_DENIED = "zigbee2mqtt/kitchen_light/set"
+"""The action topic that ``acl_broker`` denies to ``USERNAME``."""
+ACL = f"""\
+# Anonymous clients (the tests' subscribers) read everything and write nothing.
+topic read #
+
+# The agent may write its Hermes and availability topics and the actions of other rooms,
+# not {ACL_DENIED}: anything not granted here is denied.
+user {USERNAME}
+topic write hermes/#
+topic write voice-agent/#
+topic write zigbee2mqtt/living_room_light/set
+topic write acl/allowed/#
+"""
+
+
+@pytest.fixture(scope="session")
+def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """An anonymous mosquitto whose ACL denies ``ACL_DENIED`` to the user ``USERNAME``
+    (who logs in without a password: there is no password file)."""
+    process = Mosquitto(tmp_path_factory.mktemp("mosquitto-acl"), acl=ACL).start()
     yield process
     process.stop()

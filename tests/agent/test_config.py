@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from agent.config import (
+    _SCHEMA,
     DEFAULT_TOML,
     SEARCH_PATHS,
     Config,
@@ -118,7 +119,7 @@ def test_default_toml_is_the_defaults(tmp_path: Path) -> None:
             mentioned.add((current, commented[1]))
     for field in ("port", "password"):
         assert ("mqtt", field) in mentioned and field not in document["mqtt"]  # type: ignore[operator]
-    assert len(mentioned) == 40
+    assert {f'{section}.{key}' for section, key in mentioned} == set(_SCHEMA)
 
 
 def test_search_order(tmp_path: Path) -> None:
@@ -212,7 +213,7 @@ def test_cli_overrides_beat_the_file(tmp_path: Path) -> None:
             "[mqtt]\nzzz = 1\n",
             "config.toml: unknown key 'mqtt.zzz' (known: host, port, client_id, site_id,"
             " username, password, password_file, password_env, tls, ca_file, cert_file,"
-            " key_file, keepalive, availability_topic, reconnect_min, reconnect_max)",
+            " key_file, keepalive, availability_topic, reconnect_min, reconnect_max, protocol)",
         ),
         ("mqtt = 5\n", "config.toml: mqtt: expected a table ([mqtt]), got 5"),
         (

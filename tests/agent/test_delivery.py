@@ -21,7 +21,16 @@ from agent.actions import Message
 from agent.delivery import Courier
 from agent.mqtt import MqttLink, MqttSettings
 from agent.outbox import Outbox, OutboxSettings
-from tests.agent.broker import HOST, Mosquitto, Subscriber, broker, free_port  # noqa: F401
+from tests.agent.broker import (  # noqa: F401
+    ACL_DENIED,
+    HOST,
+    USERNAME,
+    Mosquitto,
+    Subscriber,
+    acl_broker,
+    broker,
+    free_port,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {"reconnect_min": 0.1, "reconnect_max": 0.5}
@@ -234,3 +243,51 @@ def test_200_commands_across_a_broker_restart_arrive_in_order_once_per_id(
     assert delivered == ids
     duplicates = len(numbers) - count
     print(f"{count} delivered, {duplicates} duplicate(s), {waiting} waited out the outage")
+
+
+def test_a_refused_message_is_logged_kept_retried_and_does_not_block_the_rest(
+    acl_broker: Mosquitto,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock(1_800_000_000.0)
+    outbox = Outbox(OutboxSettings(tmp_path / "outbox.sqlite", expire_after=60.0), clock)
+    settings = MqttSettings(HOST, acl_broker.port, username=USERNAME, site_id="acl", **FAST)
+    link = MqttLink(settings)
+    courier = Courier(outbox, link, retry_delay=0.1, refused_max=0.2, prune_interval=0.1)
+    link.start()
+    courier.start()
+    try:
+        with Subscriber(acl_broker.port, ("zigbee2mqtt/#", "acl/#"), mqtt5=True) as sub:
+            assert link.wait_connected(10)
+            refused = courier.submit(Message(ACL_DENIED, b'{"state":"ON"}'))
+            behind = [courier.submit(Message("acl/allowed/x", str(n).encode())) for n in range(3)]
+            got = [sub.get(5) for _ in behind]  # set aside, not blocking: the rest flow
+            assert [m.payload for m in got] == [b"0", b"1", b"2"]
+            assert [Subscriber.user_properties(m)["id"] for m in got] == [e.id for e in behind]
+            time.sleep(0.8)  # several retries, all refused again
+            assert [e.id for e in outbox.peek(10)] == [refused.id]
+            assert courier.refused == 1 and courier.sent == 3
+            started = time.monotonic()
+            assert not courier.wait_drained(5)  # at once: only a refused message is left
+            assert time.monotonic() - started < 1
+            clock.now += 61  # it expires by the outbox's rules, and the outbox says so
+            deadline = time.monotonic() + 5
+            while outbox.depth and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert outbox.depth == 0 and courier.refused == 0
+            with pytest.raises(AssertionError):
+                sub.wait_for(ACL_DENIED, timeout=0.2)
+    finally:
+        courier.stop()
+        link.stop()
+        outbox.close()
+    lines = [r for r in caplog.records if "refused" in r.getMessage()]
+    errors = [r.getMessage() for r in lines if r.levelno == logging.ERROR]
+    assert errors == [
+        f"broker {settings.address} refused #{refused.seq} id={refused.id} {ACL_DENIED}:"
+        f" Not authorized (0x87); check the broker's ACL for {USERNAME}. Kept in the"
+        f" outbox, retrying (next in {errors[0].split('next in ')[1]}"
+    ]
+    assert sum(r.levelno == logging.DEBUG for r in lines) >= 2  # the retries, quietly
+    assert f"outbox dropped #{refused.seq} id={refused.id} {ACL_DENIED}: expired" in caplog.text

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 import subprocess
 import sys
 import zlib
@@ -50,28 +51,41 @@ def test_into_reuses_the_buffer_and_matches_transform() -> None:
         np.testing.assert_array_equal(buffer, row)
 
 
-def test_sparse_words_are_unique_and_sum_repeats() -> None:
-    # "the ... the" repeats a word; dim 64 forces hash collisions between n-grams. Each
-    # bucket must appear once, holding the sum of every feature that hashed there.
+def test_occurrences_keep_repeats_and_scale_to_the_merged_unit_vector() -> None:
+    # "the ... the" repeats a word; dim 64 forces hash collisions between n-grams. Every
+    # occurrence is listed, and the scale normalizes the vector in which a bucket holds the
+    # sum of every feature that hashed there.
     config = FeaturizerConfig(dim=64)
     featurizer = Featurizer(config)
     words = tokenize("turn the light in the kitchen on and the light in the hall off")
-    index, weights = featurizer.sparse_words(words)
-    assert len(set(index.tolist())) == len(index)
-    expected = np.zeros(64, np.float64)
+    features = featurizer.occurrences(words)
+    expected_words = [zlib.crc32(f"w:{word}".encode()) & 63 for word in words]
+    pairs = [" ".join(pair) for pair in itertools.pairwise(words)]
+    expected_words += [zlib.crc32(f"2:{pair}".encode()) & 63 for pair in pairs]
+    expected_chars = []
     for word in words:
-        expected[zlib.crc32(f"w:{word}".encode()) & 63] += 1.0
         marked = f"<{word}>"
         for n in range(config.char_min, config.char_max + 1):
             for i in range(len(marked) - n + 1):
-                expected[zlib.crc32(f"c:{marked[i : i + n]}".encode()) & 63] += config.char_weight
-    for pair in itertools.pairwise(words):
-        expected[zlib.crc32(f"2:{' '.join(pair)}".encode()) & 63] += 1.0
-    expected /= np.linalg.norm(expected)
-    got = np.zeros(64, np.float64)
-    got[index] = weights
-    np.testing.assert_allclose(got, expected, rtol=1e-6)
-    assert sorted(index.tolist()) == np.flatnonzero(expected).tolist()
+                expected_chars.append(zlib.crc32(f"c:{marked[i : i + n]}".encode()) & 63)
+    assert features.words.tolist() == expected_words
+    assert features.chars.tolist() == expected_chars
+    merged = np.zeros(64, np.float64)
+    np.add.at(merged, expected_words, 1.0)
+    np.add.at(merged, expected_chars, config.char_weight)
+    assert len(set(expected_words + expected_chars)) < len(expected_words + expected_chars)
+    assert features.scale == pytest.approx(1 / np.linalg.norm(merged), rel=1e-12)
+    # The dense vector the model is trained on is that merged vector, scaled.
+    np.testing.assert_allclose(
+        featurizer.vector(" ".join(words)), merged * features.scale, rtol=1e-6
+    )
+    # The scratch buffer is clean again: a second call gives the same scale.
+    assert featurizer.occurrences(words).scale == features.scale
+
+
+def test_empty_sentence_has_no_occurrences() -> None:
+    features = Featurizer(FeaturizerConfig(dim=64)).occurrences([])
+    assert (len(features.words), len(features.chars), features.scale) == (0, 0, 0.0)
 
 
 def test_same_vector_in_another_process() -> None:
@@ -92,3 +106,18 @@ def test_same_vector_in_another_process() -> None:
 def test_config_rejects_bad_dim(dim: int) -> None:
     with pytest.raises(ValueError, match="power of two"):
         FeaturizerConfig(dim=dim)
+
+
+def test_a_pickled_featurizer_is_its_settings() -> None:
+    # Cached teachers pickle their featurizer: the word cache and scratch buffers must not
+    # travel, and the copy must compute the same features.
+    featurizer = Featurizer(FeaturizerConfig(dim=256))
+    words = tokenize("turn on the kitchen light")
+    before = featurizer.occurrences(words)
+    copy = pickle.loads(pickle.dumps(featurizer))
+    assert copy.config == featurizer.config
+    assert copy._cache == {}
+    after = copy.occurrences(words)
+    assert after.words.tolist() == before.words.tolist()
+    assert after.chars.tolist() == before.chars.tolist()
+    assert after.scale == before.scale

@@ -221,3 +221,67 @@ def test_devices_without_portaudio_is_one_line(tmp_path: Path) -> None:
         "voice-agent: error: cannot list sound devices: PortAudio library not found"
         " (install PortAudio: apt-get install libportaudio2)\n"
     )
+
+
+def _pactl(pulse: Pulse, *args: str) -> None:
+    subprocess.run(["pactl", *args], env=pulse.env, check=True, capture_output=True, timeout=10)
+
+
+def _wait_for_text(path: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text():
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {text!r} within {timeout:g} s:\n{path.read_text()}")
+        time.sleep(0.1)
+
+
+def test_an_unplugged_microphone_is_reopened_when_it_comes_back(
+    pulse: Pulse, korean_speech, tmp_path: Path
+) -> None:
+    """Unplug = unload the sink whose monitor is the microphone; replug = load it again under
+    the same name. The source keeps yielding (gaps while the device is away), finds the
+    device again and the speech played afterwards is transcribed: no restart needed."""
+    log = tmp_path / "helper.log"
+    with log.open("w") as errors:
+        helper = subprocess.Popen(
+            [
+                *(sys.executable, str(HELPER), "--device", "pulse", "--grammar", str(KO_INTENTS)),
+                *("--utterances", "1", "--seconds", "90", "--levels"),
+            ],
+            env=pulse.env,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+    try:
+        lines = _Lines(helper, log)
+        wav = _padded(korean_speech(PHRASES[0]).path, tmp_path)
+        first = lines.next(timeout=30)
+        while first == "gap":  # a slow start (a loaded machine): the source said it is waiting
+            first = lines.next(timeout=30)
+        assert first.startswith("ready pulse ")
+        _pactl(pulse, "unload-module", "module-null-sink")
+        unplugged = time.monotonic()
+        _wait_for_text(log, "microphone pulse: the stream stopped (device unplugged?)", 10)
+        assert lines.next(timeout=5) == "gap"  # the consumer's loop keeps turning
+        time.sleep(2.0)
+        _pactl(pulse, "load-module", "module-null-sink", f"sink_name={SINK}")
+        _pactl(pulse, "set-default-sink", SINK)
+        _pactl(pulse, "set-default-source", f"{SINK}.monitor")
+        _wait_for_text(log, "INFO agent.audio: microphone pulse is back", 15)
+        print(f"back {time.monotonic() - unplugged:.1f} s after the unplug")
+        subprocess.run(["paplay", str(wav)], env=pulse.env, check=True, timeout=30)
+        seen = []
+        while not (seen and seen[-1].startswith("{")):
+            seen.append(lines.next(timeout=15))
+        assert any(line.startswith("level ") for line in seen)  # the replugged device's audio
+        assert json.loads(seen[-1])["text"] == PHRASES[0]
+        assert helper.wait(timeout=10) == 0, log.read_text()
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+        helper.wait()
+    text = log.read_text()
+    assert text.count("closing it and looking for it again") == 1, text
+    assert text.count("is back") == 1, text
+    assert "Traceback" not in text, text

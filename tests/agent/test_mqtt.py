@@ -16,12 +16,14 @@ import pytest
 from agent.actions import Message
 from agent.mqtt import MqttLink, MqttSettings, backoff
 from tests.agent.broker import (  # noqa: F401
+    ACL_DENIED,
     HOST,
     PASSWORD,
     USERNAME,
     Certificates,
     Mosquitto,
     Subscriber,
+    acl_broker,
     auth_broker,
     broker,
     certificates,
@@ -287,3 +289,95 @@ def test_settings_are_checked_and_the_password_is_not_in_repr() -> None:
         MqttSettings("broker", availability_topic="voice-agent/+/availability")
     with pytest.raises(ValueError):
         MqttSettings("broker", password="only-a-password")
+
+
+def test_mqtt5_sends_the_id_as_a_user_property_and_leaves_the_payload_alone(
+    broker: Mosquitto,  # noqa: F811
+) -> None:
+    link = MqttLink(MqttSettings(HOST, broker.port, site_id="v5-id", **FAST))
+    assert link.settings.protocol == "5"  # the default
+    with Subscriber(broker.port, "v5id/#", mqtt5=True) as sub:
+        link.start()
+        try:
+            assert link.wait_connected(10)
+            payload = b'{"state":"ON"}'
+            assert link.publish(Message("v5id/kitchen_light/set", payload), id="0f3a")
+            assert link.publish(Message("v5id/plain", b"x"))  # no id, no property
+            got = sub.wait_for("v5id/kitchen_light/set")
+            assert got.payload == payload  # byte for byte what the spec wrote
+            assert Subscriber.user_properties(got) == {"id": "0f3a"}
+            assert Subscriber.user_properties(sub.wait_for("v5id/plain")) == {}
+        finally:
+            link.stop()
+
+
+def test_protocol_3_1_1_connects_and_has_no_user_properties(
+    broker: Mosquitto,  # noqa: F811
+) -> None:
+    link = MqttLink(MqttSettings(HOST, broker.port, site_id="v311", protocol="3.1.1", **FAST))
+    with Subscriber(broker.port, "v311/#", mqtt5=True) as sub:
+        link.start()
+        try:
+            assert link.wait_connected(10)
+            assert link.publish(Message("v311/x", b"1"), id="0f3a")
+            got = sub.wait_for("v311/x")
+            assert (got.payload, Subscriber.user_properties(got)) == (b"1", {})
+        finally:
+            link.stop()
+    with pytest.raises(ValueError, match="protocol"):
+        MqttSettings(HOST, protocol="4")  # type: ignore[arg-type]
+
+
+def test_an_acl_denial_is_a_refusal_under_mqtt5_and_silent_under_3_1_1(
+    acl_broker: Mosquitto,  # noqa: F811
+) -> None:
+    denied = Message(ACL_DENIED, b'{"state":"ON"}')
+    allowed = Message("acl/allowed/x", b"1")
+    with Subscriber(acl_broker.port, ("zigbee2mqtt/#", "acl/#")) as sub:
+        for protocol in ("5", "3.1.1"):
+            settings = MqttSettings(
+                HOST, acl_broker.port, username=USERNAME, protocol=protocol,  # type: ignore[arg-type]
+                site_id=f"acl-{protocol.replace('.', '')}", **FAST,
+            )  # fmt: skip
+            link = MqttLink(settings)
+            link.start()
+            try:
+                assert link.wait_connected(10)
+                receipt = link.deliver(denied, 5, id="denied-1")
+                if protocol == "5":
+                    assert not receipt.acknowledged and receipt.not_authorized
+                    assert receipt.refused == "Not authorized (0x87)"
+                else:
+                    # MQTT 3.1.1 has no way to say no: acknowledged, and dropped.
+                    assert receipt.acknowledged and not receipt.refused
+                assert link.deliver(allowed, 5).acknowledged
+                assert sub.wait_for("acl/allowed/x").payload == b"1"
+            finally:
+                link.stop()
+        with pytest.raises(AssertionError):
+            sub.wait_for(ACL_DENIED, timeout=0.3)  # the broker never passed it on
+
+
+def test_mqtt5_against_a_3_1_1_only_broker_says_which_setting_to_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from agent.broker import start_broker
+
+    old = start_broker("amqtt")  # answers no MQTT 5 CONNECT: the keepalive ends the wait
+    link = MqttLink(MqttSettings(HOST, old.port, site_id="old", keepalive=2, **FAST))
+    link.start()
+    try:
+        line = wait_log(caplog, "connection closed before the broker answered", timeout=10)
+        assert 'if the broker speaks only MQTT 3.1.1, set mqtt.protocol = "3.1.1"; retry' in line
+        assert not link.connected
+    finally:
+        link.stop()
+        old.stop()
+    old = start_broker("amqtt")
+    link = MqttLink(MqttSettings(HOST, old.port, site_id="old", protocol="3.1.1", **FAST))
+    link.start()
+    try:
+        assert link.wait_connected(10)
+    finally:
+        link.stop()
+        old.stop()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -314,3 +316,16 @@ def test_settings_are_checked() -> None:
     with pytest.raises(ValueError):
         OutboxSettings(Path("x"), max_age=60, expire_after=120)
     assert OutboxSettings("relative/outbox.sqlite").path == Path("relative/outbox.sqlite")  # type: ignore[arg-type]
+
+
+def test_a_new_outbox_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    # It holds transcripts; outside systemd's UMask=0077 the umask may be 022.
+    old = os.umask(0o022)
+    try:
+        with open_outbox(tmp_path) as outbox:
+            outbox.put(light(1), T0)
+            path = outbox.settings.path
+    finally:
+        os.umask(old)
+    for file in path.parent.iterdir():
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file.name

@@ -15,6 +15,7 @@ from convert.sentences import Example
 from convert.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
+KO_WORDS, KO_CHARS = 16, 48
 
 
 def test_model_directory_is_complete(built_ko: Path) -> None:
@@ -40,42 +41,50 @@ def test_tflite_is_full_integer_int8_with_a_sparse_first_layer(built_ko: Path) -
     )
     interpreter.allocate_tensors()
     inputs = {d["name"]: d for d in interpreter.get_input_details()}
-    assert set(inputs) == {"ids", "weights"}
-    assert inputs["ids"]["dtype"] == np.int32
-    assert inputs["weights"]["dtype"] == np.float32
-    k = json.loads((built_ko / "report.json").read_text())["sparse_k"]
-    # Korean commands touch at most 30 buckets, the generated out-of-scope strings of up
-    # to five spec words more: the 99th percentile of the training sentences needs 64.
-    assert k == 64
-    assert inputs["ids"]["shape"].tolist() == inputs["weights"]["shape"].tolist() == [1, k]
+    assert set(inputs) == {"words", "chars", "scale"}
+    assert inputs["words"]["dtype"] == inputs["chars"]["dtype"] == np.int32
+    assert inputs["scale"]["dtype"] == np.float32
+    sizes = json.loads((built_ko / "report.json").read_text())["inputs"]
+    # Korean commands have at most ~10 word n-grams and ~40 character n-grams, the
+    # generated out-of-scope strings of up to five spec words more.
+    assert sizes == {"words": KO_WORDS, "chars": KO_CHARS}
+    assert inputs["words"]["shape"].tolist() == [1, sizes["words"]]
+    assert inputs["chars"]["shape"].tolist() == [1, sizes["chars"]]
+    assert inputs["scale"]["shape"].tolist() == [1, 1]
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
     ops = interpreter._get_ops_details()
-    # Quantize the weights, gather the touched rows of the int8 kernel, weigh and sum
-    # them, add the bias (ReLU fused), then the output layer: integer kernels only.
+    # Quantize the scale; gather one int8 kernel row per occurrence; sum them with the
+    # constant weights (TRANSPOSE + FULLY_CONNECTED); scale; add the bias (ReLU fused);
+    # then the output layer: integer kernels only.
     assert [op["op_name"] for op in ops] == [
         "QUANTIZE",
+        "STRIDED_SLICE",
+        "STRIDED_SLICE",
+        "CONCATENATION",
         "GATHER",
+        "TRANSPOSE",
+        "FULLY_CONNECTED",
         "RESHAPE",
-        "BATCH_MATMUL",
+        "MUL",
         "ADD",
         "FULLY_CONNECTED",
         "SOFTMAX",
     ]
-    by_op = {op["op_name"]: op for op in ops}
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    assert tensors[by_op["GATHER"]["inputs"][0]]["shape"].tolist() == [4096, 96]
-    # The only float is the weights input, which QUANTIZE turns to int8. Everything else
-    # is int8 but the bucket ids, a reshape's shape and the output layer's bias, which
+    gather = next(op for op in ops if op["op_name"] == "GATHER")
+    # The featurizer's 4096 buckets and the zero row that pads.
+    assert tensors[gather["inputs"][0]]["shape"].tolist() == [4097, 96]
+    # The only float is the scale input, which QUANTIZE turns to int8. Everything else is
+    # int8 but bucket numbers, shapes and slice bounds and the output layer's bias, which
     # TFLite's int8 scheme keeps in int32.
     floats = {i for i, t in tensors.items() if t["dtype"] == np.float32}
-    assert floats == {inputs["weights"]["index"]} == set(by_op["QUANTIZE"]["inputs"])
+    quantize = next(op for op in ops if op["op_name"] == "QUANTIZE")
+    assert floats == {inputs["scale"]["index"]} == set(quantize["inputs"])
     int32 = {i for i, t in tensors.items() if t["dtype"] == np.int32}
-    assert int32 == {
-        inputs["ids"]["index"],
-        by_op["RESHAPE"]["inputs"][1],
-        by_op["FULLY_CONNECTED"]["inputs"][2],
-    }
+    output_layer = [op for op in ops if op["op_name"] == "FULLY_CONNECTED"][-1]
+    assert output_layer["inputs"][2] in int32
     assert all(t["dtype"] == np.int8 for i, t in tensors.items() if i not in floats | int32)
+    assert all(tensors[i]["dtype"] == np.int8 for i in gather["outputs"])
 
 
 def test_report_measures_every_stage(built_ko: Path) -> None:

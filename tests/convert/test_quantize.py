@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agent.featurize import Featurizer, FeaturizerConfig, tokenize
-from agent.tflite import SparseRunner, sparse_input, strongest
+from agent.featurize import Featurizer, FeaturizerConfig, Occurrences, tokenize
+from agent.tflite import SparseRunner
 from convert.build import split
 from convert.distill import FitConfig, fit
 from convert.model import MlpConfig, build_mlp
-from convert.quantize import choose_k, sparse_weights, to_tflite
+from convert.quantize import choose_sizes, padded, sparse_weights, to_tflite
 from convert.quiet import silenced
 from convert.sentences import expand_negatives, expand_spec
 from convert.spec import load_spec
@@ -36,7 +36,8 @@ class Trained:
         y_train = np.array([labels.index(e.intent) for e in train], np.int32)
         self.model = build_mlp(4096, len(labels), MlpConfig(hidden=96))
         fit(self.model, x_train, y_train, FitConfig(epochs=8), seed=0)
-        self.representative = x_train[:300]
+        self.features = [self.featurizer.occurrences(tokenize(e.text)) for e in train]
+        self.representative = self.features[:300]
         self.texts = [e.text for e in held]
         self.dense = self.featurizer.transform(self.texts)
 
@@ -44,15 +45,24 @@ class Trained:
         return keras.ops.convert_to_numpy(keras.ops.softmax(self.model(dense, training=False)))
 
     def runner(self, mode: str) -> tuple[SparseRunner, bytes]:
-        content = to_tflite(self.model, self.representative, mode)  # type: ignore[arg-type]
+        content = self.export(mode)
         with silenced():
             interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
             interpreter.allocate_tensors()
         return SparseRunner(interpreter), content
 
+    def export(self, mode: str) -> bytes:
+        return to_tflite(
+            self.model,
+            self.representative,
+            mode,  # type: ignore[arg-type]
+            char_weight=self.featurizer.config.char_weight,
+            sizes=choose_sizes(self.features),
+        )
+
     def sparse_probabilities(self, runner: SparseRunner, texts: list[str]) -> np.ndarray:
         return np.stack(
-            [runner.probabilities(*self.featurizer.sparse_words(tokenize(t))) for t in texts]
+            [runner.probabilities(self.featurizer.occurrences(tokenize(t))) for t in texts]
         )
 
 
@@ -75,7 +85,8 @@ def test_rescaled_weights_compute_the_same_function(trained: Trained) -> None:
 
 def test_float32_sparse_model_equals_keras(trained: Trained) -> None:
     runner, _ = trained.runner("float32")
-    assert (runner.k, runner.dim, runner.classes) == (
+    assert (runner.word_slots, runner.char_slots, runner.dim, runner.classes) == (
+        32,
         128,
         4096,
         trained.model.output_shape[-1],
@@ -89,11 +100,13 @@ def test_int8_sparse_model_matches_dense_float(trained: Trained) -> None:
     kernel = next(
         t
         for t in runner.interpreter.get_tensor_details()
-        if t["shape"].tolist() == [runner.dim, trained.model.get_layer("hidden").units]
+        if t["shape"].tolist() == [runner.dim + 1, trained.model.get_layer("hidden").units]
     )
     assert kernel["dtype"] == np.int8
     assert kernel["quantization"] == pytest.approx((1 / 127, 0))
-    float_content = to_tflite(trained.model, trained.representative, "float32")
+    float_content = trained.export("float32")
+    ops = {op["op_name"] for op in runner.interpreter._get_ops_details()}
+    assert "BATCH_MATMUL" not in ops and "FULLY_CONNECTED" in ops
     assert len(content) * 3 <= len(float_content)
     got = trained.sparse_probabilities(runner, trained.texts)
     want = trained.keras_probabilities(trained.dense)
@@ -105,31 +118,28 @@ def test_int8_sparse_model_matches_dense_float(trained: Trained) -> None:
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.99
 
 
-def test_long_sentence_keeps_its_largest_weights(trained: Trained) -> None:
+def test_long_sentence_keeps_its_first_occurrences(trained: Trained) -> None:
     runner, _ = trained.runner("float32")
     words = " ".join(f"kitchen{i} light{i} bedroom{i}" for i in range(40))
-    index, weights = trained.featurizer.sparse_words(tokenize(words))
-    assert len(index) > runner.k
-    kept_index, kept_weights = strongest(index, weights, runner.k)
-    assert len(kept_index) == runner.k
-    assert kept_weights.min() >= np.sort(weights)[-runner.k]
+    features = trained.featurizer.occurrences(tokenize(words))
+    assert len(features.words) > runner.word_slots and len(features.chars) > runner.char_slots
+    # What the model sees: the first occurrences of each kind, at the full sentence's scale.
     truncated = np.zeros((1, 4096), np.float32)
-    truncated[0, kept_index] = kept_weights
+    np.add.at(truncated[0], features.words[: runner.word_slots], features.scale)
+    weight = trained.featurizer.config.char_weight
+    np.add.at(truncated[0], features.chars[: runner.char_slots], features.scale * weight)
     np.testing.assert_allclose(
-        runner.probabilities(index, weights), trained.keras_probabilities(truncated)[0], atol=1e-5
+        runner.probabilities(features), trained.keras_probabilities(truncated)[0], atol=1e-5
     )
     # The padding slots the long sentence used are cleared for the next, short one.
-    short = trained.featurizer.sparse_words(tokenize("turn on the kitchen light"))
+    short = trained.featurizer.occurrences(tokenize("turn on the kitchen light"))
     fresh, _ = trained.runner("float32")
-    np.testing.assert_array_equal(runner.probabilities(*short), fresh.probabilities(*short))
+    np.testing.assert_array_equal(runner.probabilities(short), fresh.probabilities(short))
 
 
-def test_sparse_input_pads_with_zero_weights() -> None:
-    ids, weights = sparse_input(np.array([7, 3]), np.array([0.5, 0.25], np.float32), 4)
-    assert ids.tolist() == [7, 3, 0, 0]
-    assert weights.tolist() == [0.5, 0.25, 0.0, 0.0]
-    ids, weights = sparse_input(np.array([7, 3, 9]), np.array([0.1, 0.5, 0.3], np.float32), 2)
-    assert sorted(ids.tolist()) == [3, 9]
+def test_padded_cuts_or_fills_with_the_padding_bucket() -> None:
+    assert padded(np.array([7, 3], np.int32), 4, 4096).tolist() == [[7, 3, 4096, 4096]]
+    assert padded(np.array([7, 3, 9], np.int32), 2, 4096).tolist() == [[7, 3]]
 
 
 def test_dense_input_model_is_refused(trained: Trained) -> None:
@@ -138,14 +148,16 @@ def test_dense_input_model_is_refused(trained: Trained) -> None:
     with silenced():
         interpreter = tf.lite.Interpreter(model_content=converter.convert())
         interpreter.allocate_tensors()
-    with pytest.raises(ValueError, match="not a sparse-input intent model"):
+    with pytest.raises(ValueError, match="not an intent model of this version"):
         SparseRunner(interpreter)
 
 
-def test_k_holds_the_99th_percentile_of_real_sentences(trained: Trained) -> None:
-    counts = np.count_nonzero(trained.dense, axis=1)
-    k = choose_k(trained.dense)
-    assert k == 128  # the example's commands touch 20-137 buckets
-    assert np.mean(counts <= k) >= 0.99
-    assert choose_k(np.ones((10, 4096), np.float32)) == 256  # capped
-    assert choose_k(np.eye(8, 4096, dtype=np.float32)) == 32
+def test_sizes_hold_the_99th_percentile_of_real_sentences(trained: Trained) -> None:
+    words, chars = choose_sizes(trained.features)
+    assert (words, chars) == (32, 128)  # the example's commands: up to ~30 and ~120
+    assert np.mean([len(f.words) <= words for f in trained.features]) >= 0.99
+    assert np.mean([len(f.chars) <= chars for f in trained.features]) >= 0.99
+    many = Occurrences(np.zeros(5000, np.int32), np.zeros(5000, np.int32), 1.0)
+    assert choose_sizes([many]) == (256, 1024)  # capped
+    one = Occurrences(np.zeros(1, np.int32), np.zeros(3, np.int32), 1.0)
+    assert choose_sizes([one]) == (16, 16)  # at least one step

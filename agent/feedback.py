@@ -1,0 +1,213 @@
+"""Feedback sounds: a short tone on the wake phrase, on a command and on speech not recognized.
+
+The WAVs are read once at start (``[feedback]`` paths, or the three that ship in
+``agent/sounds``), converted to the output device's rate, and kept in memory. The daemon's
+calls only hand a sound to a playback thread and return: opening an output stream can take
+milliseconds, and the audio loop must not wait for a speaker. An output error is logged
+once and turns feedback off; it never stops the agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import wave
+from contextlib import ExitStack
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+
+from agent.errors import UsageError
+
+if TYPE_CHECKING:
+    # agent.config checks the configured WAVs with read_sound, so it imports this module.
+    from agent.config import Config, FeedbackConfig
+
+__all__ = [
+    "CUES",
+    "Feedback",
+    "FeedbackError",
+    "Sound",
+    "default_sound",
+    "read_sound",
+    "start_feedback",
+]
+
+log = logging.getLogger(__name__)
+
+CUES: Final = ("wake", "accepted", "rejected")
+"""The moments that have a sound, as named in ``[feedback]``."""
+MAX_SECONDS: Final = 5.0
+"""A cue longer than this is a mistake (a song, not a beep): refused at start."""
+_STOP: Final = object()
+
+
+class FeedbackError(UsageError):
+    """A feedback sound that cannot be used; ``str()`` names the key and the file."""
+
+
+@dataclass(frozen=True)
+class Sound:
+    """One cue in memory: 16-bit samples, frames × channels."""
+
+    samples: np.ndarray
+    rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.rate
+
+    def resampled(self, rate: int) -> Sound:
+        """The sound at ``rate`` Hz (linear interpolation: plenty for a beep)."""
+        if rate == self.rate:
+            return self
+        frames = max(1, round(len(self.samples) * rate / self.rate))
+        at = np.linspace(0, len(self.samples) - 1, frames)
+        channels = [
+            np.interp(at, np.arange(len(self.samples)), self.samples[:, c])
+            for c in range(self.samples.shape[1])
+        ]
+        return Sound(np.round(np.stack(channels, axis=1)).astype(np.int16), rate)
+
+
+def default_sound(cue: str) -> Path:
+    """The shipped WAV for ``cue`` (one of :data:`CUES`)."""
+    return Path(str(files("agent") / "sounds" / f"{cue}.wav"))
+
+
+def read_sound(path: Path) -> Sound:
+    """Read a 16-bit PCM WAV (mono or stereo, any rate); :class:`FeedbackError` (``PATH:
+    problem``) otherwise."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
+            data = wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError) as err:
+        raise FeedbackError(f"{path}: not a PCM WAV file ({err or 'truncated'})") from None
+    except OSError as err:
+        raise FeedbackError(f"{path}: cannot read: {err.strerror or err}") from None
+    if width != 2 or channels not in (1, 2):
+        raise FeedbackError(
+            f"{path}: need 16-bit mono or stereo, got {8 * width}-bit, {channels} channels"
+        )
+    samples = np.frombuffer(data, dtype="<i2").reshape(-1, channels)
+    if not len(samples):
+        raise FeedbackError(f"{path}: no audio in it")
+    sound = Sound(samples, rate)
+    if sound.seconds > MAX_SECONDS:
+        raise FeedbackError(
+            f"{path}: {sound.seconds:.1f} s long (a cue is at most {MAX_SECONDS:g} s)"
+        )
+    return sound
+
+
+def _sounddevice() -> Any:
+    import sounddevice
+
+    return sounddevice
+
+
+class Feedback:
+    """Plays the cues on a thread of its own; :meth:`wake`, :meth:`accepted` and
+    :meth:`rejected` return at once (the :class:`agent.daemon.Cues` protocol)."""
+
+    def __init__(self, sounds: dict[str, Sound], device: str | int | None = None) -> None:
+        self.sounds = sounds
+        self.device = device
+        self.enabled = True
+        self.played = 0
+        # One waiting cue is enough: a newer one is dropped rather than played late.
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=1)
+        self._thread: threading.Thread | None = None
+        self._sd: Any = None
+
+    @classmethod
+    def load(cls, config: FeedbackConfig, source: str = "") -> Feedback:
+        """Read every cue's WAV (the configured one or the shipped one); FeedbackError naming
+        ``source`` (the configuration file) and the key if one is unusable."""
+        sounds = {}
+        for cue in CUES:
+            path = getattr(config, cue)
+            try:
+                sounds[cue] = read_sound(path or default_sound(cue))
+            except FeedbackError as err:
+                where = f"{source}: " if source else ""
+                raise FeedbackError(f"{where}feedback.{cue}: {err}") from None
+        return cls(sounds, config.device)
+
+    def start(self) -> None:
+        """Open PortAudio, fit the sounds to the output device and start the playback thread;
+        a missing library or device turns feedback off with one warning."""
+        try:
+            sd = _sounddevice()
+            info = sd.query_devices(self.device, "output")
+        except Exception as err:  # ImportError, OSError (no PortAudio), PortAudioError, ValueError
+            self._disable(f"no output device ({_one_line(err)})")
+            return
+        rate = int(info["default_samplerate"])
+        self.sounds = {cue: sound.resampled(rate) for cue, sound in self.sounds.items()}
+        self._sd = sd
+        self.device = int(info["index"])
+        self._thread = threading.Thread(target=self._run, name="feedback", daemon=True)
+        self._thread.start()
+        log.info("feedback sounds on %s (%d Hz)", info["name"], rate)
+
+    def wake(self) -> None:
+        self._cue("wake")
+
+    def accepted(self) -> None:
+        self._cue("accepted")
+
+    def rejected(self) -> None:
+        self._cue("rejected")
+
+    def _cue(self, cue: str) -> None:
+        if self.enabled and self._thread is not None:
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(cue)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Let a cue that is playing or waiting finish, then stop the thread."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        with contextlib.suppress(queue.Full):
+            self._queue.put(_STOP, timeout=timeout)
+        thread.join(timeout)
+
+    def _disable(self, why: str) -> None:
+        if self.enabled:
+            self.enabled = False
+            log.warning("feedback sounds off: %s", why)
+
+    def _run(self) -> None:
+        while (cue := self._queue.get()) is not _STOP:
+            if not self.enabled:
+                continue
+            sound = self.sounds[str(cue)]
+            try:
+                self._sd.play(sound.samples, sound.rate, device=self.device, blocking=True)
+            except Exception as err:  # PortAudio's errors have no common base worth naming
+                self._disable(f"cannot play on output device {self.device}: {_one_line(err)}")
+            else:
+                self.played += 1
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def start_feedback(config: Config, stack: ExitStack) -> Feedback | None:
+    """The running :class:`Feedback` when ``[feedback] enabled``, else None; ``stack`` closes
+    it. A bad WAV raises :class:`FeedbackError` (exit status 2)."""
+    if not config.feedback.enabled:
+        return None
+    feedback = Feedback.load(config.feedback, config.source)
+    feedback.start()
+    stack.callback(feedback.close)
+    return feedback

@@ -1,0 +1,312 @@
+"""Text commands over MQTT (``hermes/nlu/query``) with a real mosquitto, the Korean intent model
+and the real TFLite interpreter: a query published by another client comes back as the
+Hermes intent and the device action, with its ids echoed; bad, oversized and foreign-site
+queries publish nothing and leave one line in the log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.classifier import IntentClassifier
+from agent.cli import main
+from agent.config import QueryConfig, load_config
+from agent.daemon import Daemon
+from agent.mqtt import MqttLink, MqttSettings
+from agent.query import MAX_INPUT_CHARS, BadQuery, QueryListener, parse_query, start_query
+from agent.recognizer import Recognizer, RecognizerSettings, packaged_model_dir
+from tests.agent.broker import HOST, Mosquitto, Subscriber
+
+ROOT = Path(__file__).resolve().parents[2]
+KO_MODEL = ROOT / "models" / "smart-home-ko"
+SITE = "kitchen-pi"
+LIGHT_ON = "부엌 조명 좀 켜줘"
+WEATHER = "오늘 날씨 어때"
+
+
+@pytest.fixture(scope="module")
+def agent(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueryListener]:
+    """The daemon's query path as ``voice-agent run`` wires it, from a configuration file."""
+    folder = tmp_path_factory.mktemp("query")
+    config_file = folder / "config.toml"
+    config_file.write_text(
+        f'[model]\npath = "{KO_MODEL}"\n'
+        f'[vosk]\nmodel = "{packaged_model_dir()}"\n'
+        f'[mqtt]\nhost = "{HOST}"\nport = {broker.port}\nsite_id = "{SITE}"\n'
+        "[query]\nenabled = true\nmax_bytes = 256\n"
+    )
+    config = load_config(config_file, environ={})
+    classifier = IntentClassifier.load(config.model.path)
+    recognizer = Recognizer(RecognizerSettings(config.vosk.model, None))
+    with ExitStack() as stack:
+        link = MqttLink(config.mqtt)
+        daemon = Daemon(recognizer, classifier, link, site_id=SITE)
+        listener = start_query(config, link, daemon, stack)
+        assert listener is not None
+        link.start()
+        stack.callback(link.stop)
+        assert link.wait_connected(10)
+        yield listener
+
+
+@pytest.fixture
+def subscriber(broker: Mosquitto) -> Iterator[Subscriber]:
+    # Everything the agent could say (hermes/asr too: a text command has no textCaptured),
+    # but not the queries themselves.
+    topics = ("hermes/intent/#", "hermes/nlu/intentNotRecognized", "hermes/asr/#")
+    with Subscriber(broker.port, (*topics, "zigbee2mqtt/#", "voice-agent/media/#")) as sub:
+        yield sub
+
+
+def send(broker: Mosquitto, payload: bytes | dict[str, object]) -> None:
+    """Publish one query as another MQTT client would (QoS 1, acknowledged)."""
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    client = paho.Client(CallbackAPIVersion.VERSION2)
+    client.connect(HOST, broker.port)
+    client.loop_start()
+    try:
+        client.publish("hermes/nlu/query", data, qos=1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_a_query_becomes_an_intent_and_a_device_action_with_its_ids_echoed(
+    agent: QueryListener, broker: Mosquitto, subscriber: Subscriber
+) -> None:
+    send(broker, {"input": LIGHT_ON, "id": "req-1", "sessionId": "sess-1", "siteId": SITE})
+    topic, body = subscriber.json()
+    assert topic == "hermes/intent/LightOn"  # no textCaptured: nothing was spoken
+    assert isinstance(body, dict)
+    assert (body["id"], body["sessionId"], body["siteId"]) == ("req-1", "sess-1", SITE)
+    assert body["input"] == LIGHT_ON
+    assert body["intent"]["intentName"] == "LightOn"
+    assert [(s["slotName"], s["value"]["value"]) for s in body["slots"]] == [("room", "kitchen")]
+    action = subscriber.get()
+    assert (action.topic, json.loads(action.payload)) == (
+        "zigbee2mqtt/kitchen_light/set",
+        {"state": "ON"},
+    )
+
+
+def test_without_ids_the_answer_has_fresh_ones(
+    agent: QueryListener, broker: Mosquitto, subscriber: Subscriber
+) -> None:
+    send(broker, {"input": f"  {LIGHT_ON} "})
+    topic, body = subscriber.json()
+    assert topic == "hermes/intent/LightOn"
+    assert isinstance(body, dict)
+    assert body["siteId"] == SITE
+    assert len(body["sessionId"]) == 32 and body["id"] == body["sessionId"]
+    assert body["input"] == LIGHT_ON
+
+
+def test_out_of_scope_text_is_not_recognized_with_its_ids(
+    agent: QueryListener, broker: Mosquitto, subscriber: Subscriber
+) -> None:
+    send(broker, {"input": WEATHER, "id": "req-2", "sessionId": "sess-2"})
+    topic, body = subscriber.json()
+    assert topic == "hermes/nlu/intentNotRecognized"
+    assert body == {
+        "input": WEATHER,
+        "siteId": SITE,
+        "id": "req-2",
+        "customData": None,
+        "sessionId": "sess-2",
+    }
+
+
+def test_intent_filter_restricts_what_is_accepted(
+    agent: QueryListener, broker: Mosquitto, subscriber: Subscriber
+) -> None:
+    send(broker, {"input": LIGHT_ON, "id": "f-1", "intentFilter": ["MusicStop", "MusicPlay"]})
+    topic, body = subscriber.json()
+    assert topic == "hermes/nlu/intentNotRecognized"
+    assert isinstance(body, dict) and body["id"] == "f-1"
+    send(broker, {"input": LIGHT_ON, "id": "f-2", "intentFilter": ["LightOn"]})
+    topic, body = subscriber.json()
+    assert topic == "hermes/intent/LightOn"
+    assert isinstance(body, dict) and body["id"] == "f-2"
+
+
+@pytest.mark.parametrize(
+    ("payload", "cause"),
+    [
+        (
+            json.dumps({"input": "x" * 300}).encode(),
+            "payload is 313 bytes (query.max_bytes is 256)",
+        ),
+        (b"turn on the light", "payload is not JSON (Expecting value)"),
+        (b"\xff\xfe", "payload is not UTF-8"),
+        (b'["input"]', "payload must be a JSON object, got list"),
+        (b'{"text": "hello"}', "'input' must be a non-empty string"),
+        (b'{"input": "   "}', "'input' must be a non-empty string"),
+        (b'{"input": "a", "id": 5}', "'id' must be a string, got int"),
+        (
+            b'{"input": "a", "intentFilter": "LightOn"}',
+            "'intentFilter' must be a list of intent names",
+        ),
+    ],
+)
+def test_a_bad_query_publishes_nothing_and_logs_one_line(
+    agent: QueryListener,
+    broker: Mosquitto,
+    subscriber: Subscriber,
+    caplog: pytest.LogCaptureFixture,
+    payload: bytes,
+    cause: str,
+) -> None:
+    handled = agent.handled
+    with caplog.at_level(logging.WARNING, logger="agent"):
+        send(broker, payload)
+        # A good query after it: its answer must be the first thing anyone hears.
+        send(broker, {"input": WEATHER, "id": "after"})
+        topic, body = subscriber.json()
+    assert topic == "hermes/nlu/intentNotRecognized"
+    assert isinstance(body, dict) and body["id"] == "after"
+    assert agent.handled == handled + 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [f"hermes/nlu/query: dropped: {cause}"]
+
+
+def test_a_query_for_another_site_is_ignored(
+    agent: QueryListener,
+    broker: Mosquitto,
+    subscriber: Subscriber,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="agent.query"):
+        send(broker, {"input": LIGHT_ON, "siteId": "bedroom-pi", "id": "elsewhere"})
+        send(broker, {"input": WEATHER, "siteId": SITE, "id": "here"})
+        topic, body = subscriber.json()
+    assert topic == "hermes/nlu/intentNotRecognized"
+    assert isinstance(body, dict) and body["id"] == "here"
+    assert "hermes/nlu/query: ignored: for site 'bedroom-pi'" in caplog.messages
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_parse_query_reads_the_hermes_fields() -> None:
+    query = parse_query(
+        json.dumps(
+            {
+                "input": "turn  on the\tlight",
+                "intentFilter": ["LightOn"],
+                "id": "i",
+                "sessionId": "s",
+                "siteId": "default",
+                "lang": "en",
+                "wakewordId": None,
+            }
+        ).encode(),
+        4096,
+    )
+    assert query.input == "turn on the light"
+    assert query.site_id == "default"
+    assert (query.request.id, query.request.session_id) == ("i", "s")
+    assert query.request.intent_filter == ("LightOn",)
+    assert parse_query(b'{"input": "a", "intentFilter": null}', 64).request.intent_filter is None
+    with pytest.raises(BadQuery, match=f"at most {MAX_INPUT_CHARS}"):
+        parse_query(json.dumps({"input": "a" * (MAX_INPUT_CHARS + 1)}).encode(), 4096)
+    with pytest.raises(BadQuery, match="nested too deeply"):
+        parse_query(b"[" * 100_000, 200_000)
+
+
+def test_text_commands_are_off_unless_enabled(tmp_path: Path) -> None:
+    config = load_config(None, {"model.path": str(KO_MODEL)}, environ={})
+    assert not config.query.enabled
+    assert (config.query.topic, config.query.max_bytes) == ("hermes/nlu/query", 4096)
+    with ExitStack() as stack:
+        # Neither the daemon nor the link is touched when the feature is off.
+        assert start_query(config, None, None, stack) is None  # type: ignore[arg-type]
+
+
+def test_the_node_red_example_flow_consumes_intents_and_sends_text_commands() -> None:
+    """examples/node-red/flow.json is an importable flow wired to what the agent publishes."""
+    nodes = json.loads((ROOT / "examples" / "node-red" / "flow.json").read_text(encoding="utf-8"))
+    by_id = {node["id"]: node for node in nodes}
+    assert len(by_id) == len(nodes), "node ids must be unique"
+    (tab,) = [n for n in nodes if n["type"] == "tab"]
+    (broker_node,) = [n for n in nodes if n["type"] == "mqtt-broker"]
+    for node in nodes:
+        if node["type"] not in ("tab", "mqtt-broker"):
+            assert node["z"] == tab["id"], node["id"]
+            for output in node["wires"]:
+                assert all(target in by_id for target in output), node["id"]
+        if node["type"] in ("mqtt in", "mqtt out"):
+            assert node["broker"] == broker_node["id"]
+    inputs = {n["topic"]: n for n in nodes if n["type"] == "mqtt in"}
+    assert set(inputs) == {"hermes/intent/#", "hermes/nlu/intentNotRecognized"}
+    # hermes/intent/# -> json -> switch on the intent name, one output per rule.
+    (parse,) = inputs["hermes/intent/#"]["wires"][0]
+    assert by_id[parse]["type"] == "json"
+    (switch_id,) = by_id[parse]["wires"][0]
+    switch = by_id[switch_id]
+    assert switch["type"] == "switch"
+    assert switch["property"] == "payload.intent.intentName"
+    assert switch["outputs"] == len(switch["rules"]) == len(switch["wires"])
+    labels = json.loads((ROOT / "models" / "smart-home-en" / "model.json").read_text())["labels"]
+    named = [rule["v"] for rule in switch["rules"] if rule["t"] == "eq"]
+    assert named and set(named) <= set(labels), "the switch names intents of the English model"
+    # The inject node's text command is a valid NluQuery for our parser.
+    (query_out,) = [n for n in nodes if n["type"] == "mqtt out"]
+    assert query_out["topic"] == "hermes/nlu/query"
+    (inject,) = [n for n in nodes if any(query_out["id"] in o for o in n.get("wires", []))]
+    assert parse_query(inject["payload"].encode(), 4096).input == "turn on the kitchen light"
+
+
+def test_the_subscription_survives_a_broker_restart(agent: QueryListener, tmp_path: Path) -> None:
+    # A broker of its own, restarted on the same port: the session is clean, so only a
+    # subscribe on every reconnect keeps text commands working.
+    own = Mosquitto(tmp_path / "mosquitto").start()
+    config = QueryConfig(enabled=True)
+    with ExitStack() as stack:
+        stack.callback(own.stop)
+        link = MqttLink(
+            MqttSettings(HOST, own.port, client_id="test-query-restart", reconnect_min=0.1)
+        )
+        daemon = Daemon(agent.daemon.recognizer, agent.daemon.classifier, link, site_id=SITE)
+        listener = QueryListener(daemon, config)
+        listener.start()
+        stack.callback(listener.stop)
+        link.subscribe(config.topic, 1, listener.receive)
+        link.start()
+        stack.callback(link.stop)
+        assert link.wait_connected(10)
+        own.stop()
+        own.start()
+        deadline = time.monotonic() + 20
+        while not link.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert link.connected
+        with Subscriber(own.port, "hermes/intent/#") as sub:
+            send(own, {"input": LIGHT_ON, "id": "after-restart"})
+            topic, body = sub.json(timeout=10)
+    assert topic == "hermes/intent/LightOn"
+    assert isinstance(body, dict) and body["id"] == "after-restart"
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ('topic = "hermes/#"', 'query.topic: expected a topic without wildcards, got "hermes/#"'),
+        ("max_bytes = 10", "query.max_bytes: expected an integer from 64 to 65536, got 10"),
+        ('enabled = "yes"', 'query.enabled: expected true or false, got "yes"'),
+        ("topc = 1", "unknown key 'query.topc' (did you mean 'query.topic'?)"),
+    ],
+)
+def test_a_bad_query_setting_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, problem: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[model]\npath = "{KO_MODEL}"\n[query]\n{section}\n')
+    assert main(["run", "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", f"voice-agent: error: {config}: {problem}\n")
