@@ -102,7 +102,7 @@ def synthesize(directory: Path, n: int) -> list[Utterance]:
             # Trimmed of espeak's leading and trailing silence, so that the end of the PCM
             # is the end of speech.
             subprocess.run(
-                ["sox", "-q", "-G", str(raw), "-b", "16", "-r", str(RATE), str(path),
+                ["sox", "-q", "-R", "-G", str(raw), "-b", "16", "-r", str(RATE), str(path),
                  "silence", "1", "0.02", "0.5%", "reverse", "silence", "1", "0.02", "0.5%",
                  "reverse"],
                 check=True,

@@ -63,7 +63,8 @@ def synthesize(directory: Path, texts: Sequence[str] = COMMANDS) -> list[bytes]:
         if not path.exists():
             subprocess.run(["espeak-ng", "-v", "ko", "-w", str(raw), text], check=True)
             subprocess.run(
-                ["sox", "-q", "-G", str(raw), "-b", "16", "-r", str(RATE), str(path)], check=True
+                ["sox", "-q", "-R", "-G", str(raw), "-b", "16", "-r", str(RATE), str(path)],
+                check=True,
             )
         with wave.open(str(path), "rb") as wav:
             out.append(wav.readframes(wav.getnframes()))

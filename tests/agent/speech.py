@@ -52,9 +52,12 @@ def synthesize(
         return SpeechWav(text, native, rate, channels)
     path = directory / f"{key}-{rate}-{channels}.wav"
     if not path.exists():
-        # -G guards against clipping in the rate conversion; -b 16 keeps plain 16-bit PCM.
+        # -G guards against clipping in the rate conversion; -b 16 keeps plain 16-bit PCM;
+        # -R seeds sox's dither the same every time: with a random dither the same phrase
+        # decoded differently from run to run, and Vosk's answers must be repeatable here.
+        command = ["sox", "-R", "-G", str(native), "-b", "16", "-r", str(rate)]
         subprocess.run(
-            ["sox", "-G", str(native), "-b", "16", "-r", str(rate), "-c", str(channels), str(path)],
+            [*command, "-c", str(channels), str(path)],
             check=True,
             capture_output=True,
         )

@@ -12,9 +12,13 @@ import time
 import wave
 from pathlib import Path
 
+import pytest
 from speech import SpeechFactory, korean_speech_fixture  # noqa: F401 - registers the fixture
 
+from agent.audio import END_OF_STREAM
+from agent.notify import Notifier
 from agent.recognizer import packaged_model_dir
+from agent.service import _Requests, _Stop, _supervised
 from tests.agent.broker import HOST, Mosquitto, Subscriber
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,3 +88,23 @@ def test_systemd_notifications(
             if process.poll() is None:
                 process.kill()
     assert process.returncode == 0, stderr.decode()
+
+
+def test_a_stop_swallowed_by_logging_still_stops_the_loop_at_the_next_item() -> None:
+    # The SIGTERM handler raises to interrupt a blocking read, but an exception raised while
+    # a log line is being written is caught by logging; the recorded stop ends the loop
+    # before the next item instead of leaving the daemon running.
+    requests = _Requests()
+    items = _supervised(
+        iter([END_OF_STREAM, END_OF_STREAM]),
+        None,  # type: ignore[arg-type]  # config and daemon serve only a reload
+        None,  # type: ignore[arg-type]
+        requests,
+        Notifier(None),
+        None,
+    )
+    assert next(items) is END_OF_STREAM
+    with pytest.raises(_Stop):
+        requests.stop_now(signal.SIGTERM, None)
+    with pytest.raises(_Stop, match="SIGTERM"):
+        next(items)
