@@ -15,6 +15,8 @@ import json
 import os
 import queue
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -451,3 +453,40 @@ def test_a_restart_without_an_intent_removes_its_trigger(
         time.sleep(0.2)
     assert agent.finish()[0] == 0
     assert not (tmp_path / "state" / "homeassistant.json").exists()
+
+
+def test_a_reload_announces_the_new_models_triggers(
+    broker: Mosquitto, consumer_factory: Any, tmp_path: Path
+) -> None:
+    """SIGHUP with another model in place (Korean -> English): without a restart, the
+    triggers of intents the new model lacks are removed and its own are announced."""
+    ha = consumer_factory("ha-reload")
+    model = tmp_path / "model"
+    shutil.copytree(KO_MODEL, model)
+    # Not the packaged Korean model's path, so open vocabulary: the English model's grammar
+    # then does not matter to the Korean speech model.
+    config = write_config(tmp_path / "config.toml", broker, "den", "ha-reload", model)
+    en_intents = tuple(IntentClassifier.load(EN_MODEL).info.intents)
+    gone = [
+        ("device_automation", f"voice_agent_den intent_{i}") for i in ("MusicPlay", "MusicStop")
+    ]
+
+    agent = Agent(config)
+    try:
+        ha.wait_for(5 + len(KO_INTENTS))
+        shutil.copytree(EN_MODEL, tmp_path / "model.new")
+        model.rename(tmp_path / "model.old")
+        (tmp_path / "model.new").rename(model)
+        agent.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while len(ha.configs) != 5 + len(en_intents):
+            assert time.monotonic() < deadline, ha.configs
+            agent.silence(0.2)  # the reload happens in the audio loop, between chunks
+            time.sleep(0.2)
+        assert sorted(ha.removed) == gone
+        assert ("device_automation", "voice_agent_den intent_LightOn") in ha.configs
+        assert all(c["device"]["model"].startswith("smart-home-en ") for c in ha.configs.values())
+    finally:
+        status, stderr = agent.finish()
+    assert status == 0, stderr
+    assert "model reloaded: intents smart-home-en" in stderr
