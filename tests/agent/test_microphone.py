@@ -139,21 +139,27 @@ def _padded(wav: Path, into: Path) -> Path:
     return out
 
 
-def test_speech_played_into_the_sink_is_transcribed(
-    pulse: Pulse, korean_speech, tmp_path: Path
-) -> None:
-    log = tmp_path / "helper.log"
-    with log.open("w") as errors:  # a file, not a pipe: a full pipe would stall the helper
-        helper = subprocess.Popen(
+def _capture(pulse: Pulse, log: Path, *args: str) -> subprocess.Popen[str]:
+    """The capture helper on the PulseAudio device, its stderr in ``log`` (a file, not a
+    pipe: a full pipe would stall the helper)."""
+    with log.open("w") as errors:
+        return subprocess.Popen(
             [
                 *(sys.executable, str(HELPER), "--device", "pulse", "--grammar", str(KO_INTENTS)),
-                *("--utterances", str(len(PHRASES)), "--seconds", "60"),
+                *args,
             ],
             env=pulse.env,
             stdout=subprocess.PIPE,
             stderr=errors,
             text=True,
         )
+
+
+def test_speech_played_into_the_sink_is_transcribed(
+    pulse: Pulse, korean_speech, tmp_path: Path
+) -> None:
+    log = tmp_path / "helper.log"
+    helper = _capture(pulse, log, "--utterances", str(len(PHRASES)), "--seconds", "60")
     try:
         lines = _Lines(helper, log)
         # Synthesized while the helper loads the Vosk model.
@@ -242,17 +248,7 @@ def test_an_unplugged_microphone_is_reopened_when_it_comes_back(
     the same name. The source keeps yielding (gaps while the device is away), finds the
     device again and the speech played afterwards is transcribed: no restart needed."""
     log = tmp_path / "helper.log"
-    with log.open("w") as errors:
-        helper = subprocess.Popen(
-            [
-                *(sys.executable, str(HELPER), "--device", "pulse", "--grammar", str(KO_INTENTS)),
-                *("--utterances", "1", "--seconds", "90", "--levels"),
-            ],
-            env=pulse.env,
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            text=True,
-        )
+    helper = _capture(pulse, log, "--utterances", "1", "--seconds", "90", "--levels")
     try:
         lines = _Lines(helper, log)
         wav = _padded(korean_speech(PHRASES[0]).path, tmp_path)
