@@ -11,10 +11,10 @@ scale: the dense product, at ``(Kw + Kc) x hidden`` multiply-adds instead of
 ``dim x hidden``.
 
 The constant weights are what make it fast in tflite_runtime 2.14: the sum becomes a
-TRANSPOSE and a FULLY_CONNECTED with a constant input, which its XNNPACK delegate runs in
-int8, where the previous graph (bucket ids with per-sentence float weights, one
-BATCH_MATMUL) fell back to reference kernels: 4096 x 96, K 128: 84 -> ~22 µs per invoke
-on this machine (bench/latency.py). ``Kw`` and ``Kc`` are fixed in the file
+TRANSPOSE (which XNNPACK takes) and a FULLY_CONNECTED of ``hidden`` rows against one
+constant output channel, a shape its x86 int8 kernel runs quickly, where the previous
+graph (bucket ids with per-sentence float weights, one BATCH_MATMUL) ran a slow one:
+4096 x 96, K 128: 84 -> ~22 µs per invoke on this machine (bench/latency.py). ``Kw`` and ``Kc`` are fixed in the file
 (:func:`choose_sizes`).
 
 Full-integer int8 calibrates every activation range on a representative set of real
@@ -159,8 +159,8 @@ def to_tflite(
     def classify(words: tf.Tensor, chars: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
         ids = tf.concat([words[0], chars[0]], axis=0)  # [K]
         rows = tf.gather(tf.constant(padded_kernel), ids)  # [K, hidden]
-        # A constant left operand: the converter makes it TRANSPOSE + FULLY_CONNECTED,
-        # which XNNPACK runs (see the module docstring).
+        # A constant left operand: the converter makes it TRANSPOSE + FULLY_CONNECTED
+        # with one constant output channel, the fast shape (see the module docstring).
         summed = tf.matmul(tf.constant(weights), rows)  # [1, hidden]
         activations = tf.nn.relu(summed * scale + bias)
         logits = tf.matmul(activations, tf.constant(out_kernel)) + out_bias
