@@ -14,8 +14,8 @@ The constant weights are what make it fast in tflite_runtime 2.14: the sum becom
 TRANSPOSE (which XNNPACK takes) and a FULLY_CONNECTED of ``hidden`` rows against one
 constant output channel, a shape its x86 int8 kernel runs quickly, where the previous
 graph (bucket ids with per-sentence float weights, one BATCH_MATMUL) ran a slow one:
-4096 x 96, K 128: 84 -> ~22 µs per invoke on this machine (bench/latency.py). ``Kw`` and ``Kc`` are fixed in the file
-(:func:`choose_sizes`).
+4096 x 96, K 128: 84 -> ~22 µs per invoke on this machine (bench/latency.py). ``Kw`` and
+``Kc`` are fixed in the file (:func:`choose_sizes`).
 
 Full-integer int8 calibrates every activation range on a representative set of real
 sentences, so the Pi runs only integer kernels and the file is about a quarter of the
