@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import struct
 import threading
 import wave
 from contextlib import ExitStack
@@ -88,14 +89,21 @@ def read_sound(path: Path) -> Sound:
             width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
             data = wav.readframes(wav.getnframes())
     except (wave.Error, EOFError) as err:
-        raise FeedbackError(f"{path}: not a PCM WAV file ({err or 'truncated'})") from None
+        raise FeedbackError(f"{path}: not a PCM WAV file ({str(err) or 'truncated'})") from None
     except OSError as err:
         raise FeedbackError(f"{path}: cannot read: {err.strerror or err}") from None
+    except (RuntimeError, struct.error, ValueError, OverflowError):
+        # As in agent.audio: wave's chunk reader raises these for a chunk shorter than its
+        # fields, which would otherwise escape the configuration check as a traceback.
+        raise FeedbackError(f"{path}: not a PCM WAV file (malformed chunk)") from None
     if width != 2 or channels not in (1, 2):
         raise FeedbackError(
             f"{path}: need 16-bit mono or stereo, got {8 * width}-bit, {channels} channels"
         )
-    samples = np.frombuffer(data, dtype="<i2").reshape(-1, channels)
+    frame = width * channels
+    # A data chunk that is not a whole number of frames ends in a partial one: drop it.
+    samples = np.frombuffer(data[: len(data) - len(data) % frame], dtype="<i2")
+    samples = samples.reshape(-1, channels)
     if not len(samples):
         raise FeedbackError(f"{path}: no audio in it")
     sound = Sound(samples, rate)

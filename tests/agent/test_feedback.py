@@ -282,3 +282,19 @@ def test_the_daemon_cues_wake_accepted_and_rejected(
     # The last command came after the window had been used: no wake phrase, no cue at all.
     assert [o.decision.transcript.text for o in outcomes] == ["부엌 불 끄기", "오늘 날씨 어때"]
     assert heard.cues == ["wake", "accepted", "wake", "rejected"]
+
+
+def test_a_malformed_or_ragged_wav_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # What fuzzing found in agent.audio holds for cues too: a fmt chunk shorter than its
+    # fields, and a stereo data chunk that ends in half a frame.
+    short = tmp_path / "short.wav"
+    short.write_bytes(b"RIFF\x20\0\0\0WAVEfmt \x02\0\0\0\1\0")
+    with pytest.raises(FeedbackError, match=r"short\.wav: not a PCM WAV file \(.+\)$"):
+        read_sound(short)
+    ragged = tmp_path / "ragged.wav"
+    with wave.open(str(ragged), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"\1\0" * 1001)  # 500 stereo frames and half of another
+    assert read_sound(ragged).samples.shape == (500, 2)
