@@ -95,8 +95,8 @@ class Featurizer:
         self._cache: dict[str, tuple[bytes, bytes, bytes, bytes]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        # A pickled featurizer (inside a cached teacher) is its settings; the caches and
-        # scratch buffers are rebuilt, so a pickle from an older version loads too.
+        # A pickled featurizer (inside a cached teacher) is its settings; the word cache is
+        # rebuilt, so a pickle from an older version (with other private fields) loads too.
         return {"config": self.config}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
