@@ -1,10 +1,11 @@
 """Speech to text with Vosk, optionally constrained to a model's grammar.
 
 The Vosk model is loaded once; one ``KaldiRecognizer`` is built per sample rate and reused
-across utterances. Decoding beams (``--beam``, ``--max-active``, ``--lattice-beam``) and the
-endpoint's trailing silence are read by Vosk from the model's ``conf/model.conf`` only, so
-:class:`DecoderOptions` are applied by loading the model through a temporary shadow
-directory: links to the model's files plus a rewritten ``model.conf``.
+across utterances. Decoding beams (``--beam``, ``--max-active``, ``--lattice-beam``), the
+endpoint's trailing silence and the acoustic network's chunk (``--frames-per-chunk``) are
+read by Vosk from the model's ``conf/model.conf`` only, so :class:`DecoderOptions` are
+applied by loading the model through a temporary shadow directory: links to the model's
+files plus a rewritten ``model.conf``.
 """
 
 from __future__ import annotations
@@ -60,12 +61,20 @@ class DecoderOptions:
     cost < 2), 1 s after a less likely one (< 8), 2 s after anything; measured here, grammar
     mode rarely satisfies the first two, so utterances end after 1–2 s. This sets all three
     pauses to the same value: any pause that long ends the utterance.
+
+    ``frames_per_chunk`` is how many 10 ms feature frames the acoustic network computes at
+    once (Kaldi's default 20, rounded up to the network's frame subsampling): bigger chunks
+    batch the network better, so less CPU per second of audio, but on a live stream partial
+    results and the endpoint wait for a whole chunk, up to N × 10 ms later. At the end of a
+    stream the last, partial chunk is decoded too, so nothing is cut off; but Kaldi takes
+    one speaker-adaptation i-vector per chunk, so some transcripts come out different.
     """
 
     beam: float | None = None
     max_active: int | None = None
     lattice_beam: float | None = None
     trailing_silence: float | None = None
+    frames_per_chunk: int | None = None
 
     def arguments(self) -> dict[str, str]:
         """The ``model.conf`` options these settings replace, by option name."""
@@ -76,8 +85,14 @@ class DecoderOptions:
             "--endpoint.rule2.min-trailing-silence": self.trailing_silence,
             "--endpoint.rule3.min-trailing-silence": self.trailing_silence,
             "--endpoint.rule4.min-trailing-silence": self.trailing_silence,
+            "--frames-per-chunk": self.frames_per_chunk,
         }
-        return {name: f"{value:g}" for name, value in pairs.items() if value is not None}
+        # Kaldi parses integer options strictly: "%g" would write 1000000 as "1e+06".
+        return {
+            name: str(value) if isinstance(value, int) else f"{value:g}"
+            for name, value in pairs.items()
+            if value is not None
+        }
 
 
 @dataclass(frozen=True)
@@ -95,7 +110,7 @@ class RecognizerSettings:
     vosk_log_level: int = -1
     """Kaldi's stderr log level: -1 keeps it quiet, 0 shows its LOG lines."""
     decoder: DecoderOptions = DecoderOptions()
-    """Beam and endpoint overrides of the model's ``conf/model.conf``."""
+    """Beam, endpoint and acoustic chunk overrides of the model's ``conf/model.conf``."""
     sentence_pause: float = 0.0
     """With a grammar of whole sentences: end the utterance once the partial result is one
     complete sentence of the grammar and the audio has been quiet (a tenth of the

@@ -249,9 +249,7 @@ def run(config: Config, options: RunOptions, environ: Mapping[str, str], pid: in
             items = itertools.chain((first,), items)
         stack.callback(notifier.stopping)
         requests = _Requests()
-        previous = {
-            s: signal.signal(s, requests.stop_now) for s in (signal.SIGTERM, signal.SIGINT)
-        }
+        previous = {s: signal.signal(s, requests.stop_now) for s in (signal.SIGTERM, signal.SIGINT)}
         previous[signal.SIGHUP] = signal.signal(
             signal.SIGHUP, lambda signum, frame: setattr(requests, "reload", True)
         )

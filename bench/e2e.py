@@ -17,6 +17,10 @@ A subscriber records when each utterance's last message arrives. Prints markdown
 
     python bench/e2e.py -n 50   # the model's pause, 0.2 s, a sentence then 0.25 / 0.4 s
     python bench/e2e.py -n 100 --trailing-silence 0.3
+    python bench/e2e.py -n 50 --trailing-silence "" --sentence-pause 0.2 --frames-per-chunk 50
+
+``--frames-per-chunk`` sets ``vosk.frames_per_chunk`` in every run (and the RTF table), to
+weigh its lower decoding cost against the later partial results and endpoints it causes.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from agent.audio import AudioChunk, EndOfStream, Item, wav_source  # noqa: E402
 from agent.broker import start_broker  # noqa: E402
 from agent.config import load_config  # noqa: E402
 from agent.recognizer import (  # noqa: E402
+    DecoderOptions,
     Recognizer,
     RecognizerSettings,
     load_grammar,
@@ -197,13 +202,18 @@ class RunResult:
 
 
 def run_daemon(
-    utterances: list[Utterance], trailing: float, work: Path, sentence_pause: float = 0.0
+    utterances: list[Utterance],
+    trailing: float,
+    work: Path,
+    sentence_pause: float = 0.0,
+    frames_per_chunk: int = 0,
 ) -> RunResult:
     broker = start_broker("mosquitto")
     config = work / f"config-{trailing}-{sentence_pause}.toml"
     config.write_text(
         f'[model]\npath = "{MODEL}"\n[vosk]\nmodel = "{packaged_model_dir()}"\n'
         f"trailing_silence = {trailing}\nsentence_pause = {sentence_pause}\n"
+        f"frames_per_chunk = {frames_per_chunk}\n"
         f'[audio]\nsource = "stdin"\nrate = {RATE}\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nsite_id = "bench"\n'
         f'[outbox]\npath = "{work / f"outbox-{trailing}-{sentence_pause}.sqlite"}"\n'
@@ -278,7 +288,9 @@ def run_daemon(
     )
 
 
-def run_end_of_stream(utterances: list[Utterance], work: Path) -> RunResult:
+def run_end_of_stream(
+    utterances: list[Utterance], work: Path, frames_per_chunk: int = 0
+) -> RunResult:
     """The daemon's own loop (agent.daemon.Daemon with the outbox, courier and link the
     service builds), in this process, fed each utterance in real time and then the end of
     its stream, as push-to-talk or an external voice-activity detector would: no wait for
@@ -289,6 +301,7 @@ def run_end_of_stream(utterances: list[Utterance], work: Path) -> RunResult:
         {
             "model.path": MODEL,
             "vosk.model": packaged_model_dir(),
+            "vosk.frames_per_chunk": frames_per_chunk,
             "mqtt.host": "127.0.0.1",
             "mqtt.port": broker.port,
             "mqtt.site_id": "bench",
@@ -350,11 +363,16 @@ def run_end_of_stream(utterances: list[Utterance], work: Path) -> RunResult:
     )
 
 
-def real_time_factors(directory: Path) -> dict[str, tuple[float, float, float]]:
+def real_time_factors(
+    directory: Path, frames_per_chunk: int = 0
+) -> dict[str, tuple[float, float, float]]:
     """Median and p90 RTF and load seconds per mode over the synthesized WAVs."""
     paths = sorted(p for p in directory.glob("??.wav"))
     started = time.perf_counter()
-    grammar = Recognizer(RecognizerSettings(packaged_model_dir(), load_grammar(MODEL)))
+    decoder = DecoderOptions(frames_per_chunk=frames_per_chunk or None)
+    grammar = Recognizer(
+        RecognizerSettings(packaged_model_dir(), load_grammar(MODEL), decoder=decoder)
+    )
     load = time.perf_counter() - started
     modes = {"grammar": grammar, "open vocabulary": grammar.with_grammar(None)}
     out = {}
@@ -377,6 +395,13 @@ def main() -> int:
     parser.add_argument(
         "--sentence-pause", default="0.25,0.4", help="vosk.sentence_pause values to run ('' none)"
     )
+    parser.add_argument(
+        "--frames-per-chunk",
+        type=int,
+        default=0,
+        metavar="N",
+        help="vosk.frames_per_chunk for every run (default 0: the model's own)",
+    )
     args = parser.parse_args()
     for tool in ("espeak-ng", "sox", "mosquitto"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -386,22 +411,25 @@ def main() -> int:
         work = Path(tmp)
         utterances = synthesize(work, args.n)
         speech = sum(len(u.pcm) for u in utterances) / (2 * RATE)
-        results = [run_end_of_stream(utterances, work)]
+        chunk = args.frames_per_chunk
+        results = [run_end_of_stream(utterances, work, chunk)]
         results += [
-            run_daemon(utterances, float(value), work)
+            run_daemon(utterances, float(value), work, frames_per_chunk=chunk)
             for value in args.trailing_silence.split(",")
             if value
         ]
         results += [
-            run_daemon(utterances, 0.0, work, float(value))
+            run_daemon(utterances, 0.0, work, float(value), chunk)
             for value in args.sentence_pause.split(",")
             if value
         ]
-        factors = real_time_factors(work)
+        factors = real_time_factors(work, chunk)
 
+    chunking = f"{chunk} frames" if chunk else "the model's own"
     print(
         f"## End of speech -> delivery ({args.n} utterances, {speech:.0f} s of speech,"
-        f" streamed in real time; machine load {os.getloadavg()[0]:.1f})\n"
+        f" streamed in real time; vosk.frames_per_chunk: {chunking};"
+        f" machine load {os.getloadavg()[0]:.1f})\n"
     )
     print(
         "| utterances end at | delivered | p50 ms | p99 ms | decode p50 ms |"

@@ -58,6 +58,9 @@ class Row:
     p99_us: float
     rss_mb: float
     threshold: float | None = None
+    tradeoff: tuple[tuple[float, float, float], ...] = ()
+    """With out-of-scope queries: (cost, in-scope %, oos recall %) for each of
+    :data:`OOS_COSTS`, the threshold chosen on val as for the table."""
 
 
 @dataclass
@@ -310,6 +313,11 @@ def sparse_features(featurizer: Featurizer, texts: list[str]) -> Any:
     return matrix
 
 
+OOS_COSTS = (1.0, 0.5, 0.25, 0.0)
+"""Points of val in-scope accuracy an out-of-scope threshold may cost, for the trade-off
+lines under the table (0: no threshold)."""
+
+
 def choose_threshold(scores: np.ndarray, truth: np.ndarray, oos: int, cost: float = 1.0) -> float:
     """Confidence cut with the best oos recall on val that costs at most ``cost`` points of
     in-scope accuracy (against no cut): out-of-scope rejection must not eat the intents."""
@@ -465,12 +473,23 @@ def bench_dataset(
     result = Result(data.name)
 
     def finish(name: str, scores: np.ndarray, stats: dict[str, float], size: int) -> None:
-        threshold = None
+        threshold, tradeoff = None, []
         if oos is not None and y_val is not None:
-            threshold = choose_threshold(scores[:n_val], y_val, oos)
+            threshold = choose_threshold(scores[:n_val], y_val, oos, args.oos_cost)
+            for cost in OOS_COSTS:
+                cut = choose_threshold(scores[:n_val], y_val, oos, cost) if cost else None
+                in_scope, recall = accuracy(scores[n_val:], y_test, oos, cut)
+                tradeoff.append((cost, in_scope, recall or 0.0))
         acc, oos_recall = accuracy(scores[n_val:], y_test, oos, threshold)
         result.rows[name] = Row(
-            acc, oos_recall, size, stats["p50"], stats["p99"], stats["rss_mb"], threshold
+            acc,
+            oos_recall,
+            size,
+            stats["p50"],
+            stats["p99"],
+            stats["rss_mb"],
+            threshold,
+            tuple(tradeoff),
         )
         log(f"  {name}: {acc:.2f} / {oos_recall} thr={threshold} {stats}")
 
@@ -549,6 +568,25 @@ ROW_NAMES = {
 
 def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def tradeoff_lines(results: list[Result]) -> list[str]:
+    """Under the table: each model's in-scope accuracy / oos recall at every threshold cost
+    of :data:`OOS_COSTS`, so that the operating point is a visible choice."""
+    lines: list[str] = []
+    for r in results:
+        for key, row in r.rows.items():
+            if row.tradeoff:
+                points = "; ".join(
+                    f"≤ {cost:g}: {acc:.1f} / {recall:.1f}"
+                    if cost
+                    else f"none: {acc:.1f} / {recall:.1f}"
+                    for cost, acc, recall in row.tradeoff
+                )
+                lines.append(
+                    f"{r.dataset} {ROW_NAMES[key]}, threshold cost → in-scope / oos %: {points}"
+                )
+    return ["", *lines] if lines else []
 
 
 def table(results: list[Result], teacher: str) -> str:
@@ -639,6 +677,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave the other data sets' sentences out of the transfer set",
     )
+    parser.add_argument(
+        "--oos-cost",
+        type=float,
+        default=1.0,
+        help="points of val in-scope accuracy the table's out-of-scope threshold may cost",
+    )
     parser.add_argument("--latency-n", type=int, default=1000)
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder")
@@ -678,6 +722,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(bench_dataset(loaded[name], others, args, work))
         print(f"{loaded[name].name}: {results[-1].seconds:.0f} s", file=sys.stderr, flush=True)
     print(table(results, args.teacher))
+    for line in tradeoff_lines(results):
+        print(line)
     print(f"\n{len(names)} data set(s) in {time.time() - started:.0f} s", file=sys.stderr)
     return 0
 

@@ -40,6 +40,7 @@ python -m pip install -q -e ".[runtime,convert,test]"
 
 echo "== ruff"
 ruff check agent convert bench tests
+ruff format --check agent convert bench tests
 
 echo "== tests/agent (no TensorFlow in this process)"
 python -m pytest -q tests/agent "$@"

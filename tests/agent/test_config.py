@@ -6,6 +6,8 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
 import tempfile
 import tomllib
 from collections.abc import Iterator
@@ -119,7 +121,7 @@ def test_default_toml_is_the_defaults(tmp_path: Path) -> None:
             mentioned.add((current, commented[1]))
     for field in ("port", "password"):
         assert ("mqtt", field) in mentioned and field not in document["mqtt"]  # type: ignore[operator]
-    assert {f'{section}.{key}' for section, key in mentioned} == set(_SCHEMA)
+    assert {f"{section}.{key}" for section, key in mentioned} == set(_SCHEMA)
 
 
 def test_search_order(tmp_path: Path) -> None:
@@ -232,6 +234,26 @@ def test_cli_overrides_beat_the_file(tmp_path: Path) -> None:
         (
             "[vosk]\nmax_unk_ratio = 1.5\n",
             "config.toml: vosk.max_unk_ratio: expected a number from 0 to 1, got 1.5",
+        ),
+        (
+            "[vosk]\nframes_per_chunk = -1\n",
+            "config.toml: vosk.frames_per_chunk: expected 0 (the model's own) or 10 ms frames"
+            " from 1 to 1000, got -1",
+        ),
+        (
+            '[vosk]\nframes_per_chunk = "50"\n',
+            "config.toml: vosk.frames_per_chunk: expected 0 (the model's own) or 10 ms frames"
+            ' from 1 to 1000, got "50"',
+        ),
+        (
+            "[vosk]\nframes_per_chunk = 100000\n",
+            "config.toml: vosk.frames_per_chunk: expected 0 (the model's own) or 10 ms frames"
+            " from 1 to 1000, got 100000",
+        ),
+        (
+            "[vosk]\nframes_per_chunk = 1.5\n",
+            "config.toml: vosk.frames_per_chunk: expected 0 (the model's own) or 10 ms frames"
+            " from 1 to 1000, got 1.5",
         ),
         ("[wake]\nwindow = 0\n", "config.toml: wake.window: expected a number above 0, got 0"),
         ("[wake]\nwindow = inf\n", "config.toml: wake.window: expected a number above 0, got inf"),
@@ -549,9 +571,34 @@ def test_outbox_and_decoder_settings(tmp_path: Path) -> None:
     assert (config.outbox.max_messages, config.outbox.max_age) == (50, 86400.0)
     decoder = config.vosk.decoder
     assert (decoder.trailing_silence, decoder.beam, decoder.max_active) == (0.25, 8.0, None)
+    assert decoder.frames_per_chunk is None  # 0, the default: the model's own
+    chunked = write(tmp_path, f"{model_line()}[vosk]\nframes_per_chunk = 150\n", name="c.toml")
+    assert load_config(chunked, environ={}).vosk.decoder.frames_per_chunk == 150
+    assert load_config(chunked, environ={}).vosk.decoder.arguments() == {
+        "--frames-per-chunk": "150"
+    }
     late = write(tmp_path, f"{model_line()}[outbox]\nmax_age = 30\n", name="late.toml")
     assert error(late, environ={}) == (
         f"{late}: outbox.expire_after: must not exceed outbox.max_age (60 > 30)"
     )
     negative = write(tmp_path, f"{model_line()}[vosk]\ntrailing_silence = -1\n", name="neg.toml")
     assert error(negative, environ={}).startswith(f"{negative}: vosk.trailing_silence: ")
+
+
+def test_a_bad_frames_per_chunk_stops_voice_agent_run(tmp_path: Path) -> None:
+    """Through the command line as a user meets it: one line naming the key, status 2."""
+    path = write(tmp_path, f"{model_line()}[vosk]\nframes_per_chunk = -20\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(tmp_path / path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"voice-agent: error: {tmp_path / path}: vosk.frames_per_chunk: expected 0 (the"
+        " model's own) or 10 ms frames from 1 to 1000, got -20\n"
+    )
+    assert done.stdout == ""

@@ -307,3 +307,84 @@ def test_sentence_pause_ends_a_complete_sentence_early(korean_speech) -> None:
         RecognizerSettings(packaged_model_dir(), ko_words(), sentence_pause=0.25)
     )
     assert words_late > 0.5
+
+
+# -- the acoustic network's chunk (vosk.frames_per_chunk) -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chunked_recognizer() -> Recognizer:
+    """The Korean model with 1.5 s acoustic chunks, on the intent model's sentences."""
+    from agent.recognizer import DecoderOptions
+
+    options = DecoderOptions(frames_per_chunk=150)
+    return Recognizer(
+        RecognizerSettings(packaged_model_dir(), load_grammar(KO_INTENTS), decoder=options)
+    )
+
+
+def test_frames_per_chunk_goes_into_the_shadow_model_conf(tmp_path: Path) -> None:
+    from agent.recognizer import DecoderOptions, _rewrite_conf, _shadow
+
+    model = packaged_model_dir()
+    original = (model / "conf" / "model.conf").read_text(encoding="utf-8")
+    assert "--frames-per-chunk" not in original  # the model keeps Kaldi's default, 20
+    options = DecoderOptions(frames_per_chunk=150)
+    assert options.arguments() == {"--frames-per-chunk": "150"}
+    assert DecoderOptions().arguments() == {}
+    # Kaldi reads integer options strictly: no "1e+06".
+    assert DecoderOptions(max_active=1_000_000).arguments() == {"--max-active": "1000000"}
+    conf = _rewrite_conf(original, options.arguments())
+    assert conf == original + "--frames-per-chunk=150\n"
+    assert _rewrite_conf(conf, DecoderOptions(frames_per_chunk=50).arguments()) == (
+        original + "--frames-per-chunk=50\n"
+    )
+    _shadow(model, conf, tmp_path)
+    assert (tmp_path / "conf" / "model.conf").read_text(encoding="utf-8") == conf
+    assert (tmp_path / "conf" / "mfcc.conf").resolve() == (model / "conf" / "mfcc.conf").resolve()
+
+
+def first_partial_at(recognizer: Recognizer, pcm: bytes) -> float | None:
+    """Seconds of a live stream (0.5 s of silence, ``pcm`` at 16 kHz, 1 s of silence, fed in
+    50 ms chunks) after which Vosk's partial result first has a word."""
+    import vosk
+
+    rec = vosk.KaldiRecognizer(recognizer._model, 16000.0, recognizer.grammar_json)
+    stream = bytes(16000) + pcm + bytes(32000)
+    for i in range(0, len(stream), 1600):
+        rec.AcceptWaveform(stream[i : i + 1600])
+        if json.loads(rec.PartialResult())["partial"]:
+            return (i + 1600) / 32000
+    return None
+
+
+def test_partial_results_wait_for_a_whole_chunk(
+    words_recognizer: Recognizer, chunked_recognizer: Recognizer, korean_speech
+) -> None:
+    """Kaldi computes the network a whole chunk at a time while the stream is open, so with
+    150 frames nothing is heard before 1.5 s of audio: proof that Vosk reads the option,
+    and the latency it costs on a live stream."""
+    import wave
+
+    with wave.open(str(korean_speech("노래 정지", 16000).path), "rb") as wav:
+        pcm = wav.readframes(wav.getnframes())
+    default = first_partial_at(words_recognizer.with_grammar(load_grammar(KO_INTENTS)), pcm)
+    chunked = first_partial_at(chunked_recognizer, pcm)
+    assert default is not None and chunked is not None
+    assert default < 1.5 <= chunked
+    assert chunked - default >= 0.5
+
+
+@pytest.mark.parametrize("phrase", ["노래 정지", "오늘 날씨 어때"])
+def test_a_bigger_chunk_decodes_a_stable_phrase_the_same(
+    words_recognizer: Recognizer, chunked_recognizer: Recognizer, korean_speech, phrase: str
+) -> None:
+    """At the end of a stream the last, partial chunk is decoded too: nothing is cut off.
+    (Phrases near a decision boundary can change: Kaldi takes one i-vector per chunk.)"""
+    path = korean_speech(phrase).path
+    default = words_recognizer.with_grammar(load_grammar(KO_INTENTS))
+    # Fresh recognizers: Vosk adapts to the speaker across utterances of one recognizer.
+    assert texts(transcribe(default, path)) == [phrase]
+    assert texts(transcribe(chunked_recognizer.with_grammar(load_grammar(KO_INTENTS)), path)) == [
+        phrase
+    ]

@@ -1,0 +1,46 @@
+"""bench/nlu.py's out-of-scope operating points: the threshold keeps to its cost on val."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.nlu import OOS_COSTS, Result, Row, accuracy, choose_threshold, tradeoff_lines
+
+OOS = 2
+
+
+def _scores(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three-class scores where out-of-scope rows are less confident, with overlap."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 3, 2000)
+    top = np.where(truth == OOS, rng.uniform(0.3, 0.8, 2000), rng.uniform(0.5, 1.0, 2000))
+    guess = np.where(rng.random(2000) < 0.9, truth, (truth + 1) % 3)
+    scores = np.full((2000, 3), 0.0)
+    scores[np.arange(2000), guess] = top
+    scores[np.arange(2000), (guess + 1) % 3] = 1 - top
+    return scores, truth
+
+
+def test_threshold_costs_at_most_its_points_of_in_scope_accuracy() -> None:
+    scores, truth = _scores()
+    base, base_recall = accuracy(scores, truth, OOS, None)
+    recalls = []
+    for cost in (1.0, 0.5, 0.25):
+        cut = choose_threshold(scores, truth, OOS, cost)
+        in_scope, recall = accuracy(scores, truth, OOS, cut)
+        assert base - cost <= in_scope <= base
+        assert recall is not None and base_recall is not None and recall > base_recall
+        recalls.append(recall)
+    assert recalls == sorted(recalls, reverse=True)  # a dearer threshold rejects more
+
+
+def test_tradeoff_lines_name_the_model_and_every_cost() -> None:
+    row = Row(93.7, 69.2, 1, 1.0, 2.0, 3.0, 0.5, ((1.0, 93.7, 69.2), (0.0, 94.36, 37.1)))
+    plain = Row(97.0, None, 1, 1.0, 2.0, 3.0)
+    lines = tradeoff_lines([Result("CLINC150", {"int8": row}), Result("SNIPS", {"int8": plain})])
+    assert lines == [
+        "",
+        "CLINC150 student int8 TFLite, threshold cost → in-scope / oos %: ≤ 1: 93.7 / 69.2; "
+        "none: 94.4 / 37.1",
+    ]
+    assert OOS_COSTS[-1] == 0.0  # the last point is "no threshold"
