@@ -13,6 +13,7 @@ import os
 import queue
 import struct
 import sys
+import threading
 import time
 import wave
 from collections.abc import Iterator
@@ -296,6 +297,41 @@ def _sounddevice() -> Any:
     return sounddevice
 
 
+class PortAudio:
+    """The process's PortAudio, shared by the microphone and the feedback sounds.
+
+    PortAudio lists devices once, when initialized, so the microphone initializes it again to
+    see a replugged device; that closes every stream of the process, a sound being played
+    included. ``lock`` keeps the two apart, and ``generation`` counts re-initializations so
+    that the player knows its device index may now name another device. sounddevice (which
+    loads the PortAudio library) is imported on first use.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.generation = 0
+        self._sd: Any = None
+
+    @property
+    def sd(self) -> Any:
+        """The sounddevice module; AudioError when it or PortAudio is missing."""
+        if self._sd is None:
+            self._sd = _sounddevice()
+        return self._sd
+
+    def reinitialize(self) -> None:
+        """Terminate and initialize PortAudio, once no sound is playing."""
+        sd = self.sd
+        with self.lock:
+            self.generation += 1
+            with contextlib.suppress(Exception):
+                sd._terminate()
+            try:
+                sd._initialize()
+            except Exception as err:
+                raise AudioError(f"microphone: cannot initialize PortAudio again: {err}") from None
+
+
 def list_input_devices() -> list[InputDevice]:
     """All devices with at least one input channel."""
     sd = _sounddevice()
@@ -356,13 +392,14 @@ class _Microphone:
 
     def __init__(
         self,
-        sd: Any,
+        portaudio: PortAudio,
         device: str | int | None,
         rate: int | None,
         channels: int | None,
         block_ms: int,
     ) -> None:
-        self.sd = sd
+        self.portaudio = portaudio
+        self.sd = portaudio.sd
         self.device = device
         """As configured (a name, an index or None): looked up again on every reopen."""
         self.rate = rate
@@ -417,13 +454,8 @@ class _Microphone:
     def refresh(self) -> None:
         """Make PortAudio enumerate the devices again: it lists them once, at initialization,
         so a replugged USB microphone (with a new index) is invisible until it is restarted.
-        Only safe with no stream open in this process (the daemon has just this one)."""
-        with contextlib.suppress(Exception):
-            self.sd._terminate()
-        try:
-            self.sd._initialize()
-        except Exception as err:
-            raise AudioError(f"microphone: cannot initialize PortAudio again: {err}") from None
+        Called with this stream closed; the feedback sounds wait (see :class:`PortAudio`)."""
+        self.portaudio.reinitialize()
 
 
 def microphone_source(
@@ -432,9 +464,10 @@ def microphone_source(
     channels: int | None = None,
     block_ms: int = 50,
     stall_timeout: float = 10.0,
+    portaudio: PortAudio | None = None,
 ) -> Iterator[Item]:
     """Yield chunks from an input device until the consumer stops iterating, riding out
-    unplugged devices.
+    unplugged devices (``portaudio``: the one the feedback sounds use, if any).
 
     Rate and channel count default to the device's own (so no ALSA plug resampling);
     stereo devices are downmixed. The PortAudio callback only copies bytes into a queue.
@@ -450,8 +483,7 @@ def microphone_source(
     the watchdog: waiting for a device is not a hang) and the recognizer has nothing to
     finish. A call that hangs inside PortAudio yields nothing: that is the watchdog's case.
     """
-    sd = _sounddevice()
-    mic = _Microphone(sd, device, rate, channels, block_ms)
+    mic = _Microphone(portaudio or PortAudio(), device, rate, channels, block_ms)
     poll = min(MIC_POLL, stall_timeout)
     try:
         while True:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from agent.audio import PortAudio
 from agent.errors import UsageError
 
 if TYPE_CHECKING:
@@ -114,19 +115,22 @@ def read_sound(path: Path) -> Sound:
     return sound
 
 
-def _sounddevice() -> Any:
-    import sounddevice
-
-    return sounddevice
-
-
 class Feedback:
     """Plays the cues on a thread of its own; :meth:`wake`, :meth:`accepted` and
     :meth:`rejected` return at once (the :class:`agent.daemon.Cues` protocol)."""
 
-    def __init__(self, sounds: dict[str, Sound], device: str | int | None = None) -> None:
+    def __init__(
+        self,
+        sounds: dict[str, Sound],
+        device: str | int | None = None,
+        portaudio: PortAudio | None = None,
+    ) -> None:
         self.sounds = sounds
         self.device = device
+        self.portaudio = portaudio or PortAudio()
+        """Shared with the microphone, which may initialize PortAudio again (a replug)."""
+        self._configured = device
+        self._generation = 0
         self.enabled = True
         self.played = 0
         # One waiting cue is enough: a newer one is dropped rather than played late.
@@ -135,7 +139,9 @@ class Feedback:
         self._sd: Any = None
 
     @classmethod
-    def load(cls, config: FeedbackConfig, source: str = "") -> Feedback:
+    def load(
+        cls, config: FeedbackConfig, source: str = "", portaudio: PortAudio | None = None
+    ) -> Feedback:
         """Read every cue's WAV (the configured one or the shipped one); FeedbackError naming
         ``source`` (the configuration file) and the key if one is unusable."""
         sounds = {}
@@ -146,13 +152,14 @@ class Feedback:
             except FeedbackError as err:
                 where = f"{source}: " if source else ""
                 raise FeedbackError(f"{where}feedback.{cue}: {err}") from None
-        return cls(sounds, config.device)
+        return cls(sounds, config.device, portaudio)
 
     def start(self) -> None:
         """Open PortAudio, fit the sounds to the output device and start the playback thread;
         a missing library or device turns feedback off with one warning."""
         try:
-            sd = _sounddevice()
+            sd = self.portaudio.sd
+            self._generation = self.portaudio.generation
             info = sd.query_devices(self.device, "output")
         except Exception as err:  # ImportError, OSError (no PortAudio), PortAudioError, ValueError
             self._disable(f"no output device ({_one_line(err)})")
@@ -198,24 +205,43 @@ class Feedback:
             if not self.enabled:
                 continue
             sound = self.sounds[str(cue)]
-            try:
-                self._sd.play(sound.samples, sound.rate, device=self.device, blocking=True)
-            except Exception as err:  # PortAudio's errors have no common base worth naming
-                self._disable(f"cannot play on output device {self.device}: {_one_line(err)}")
-            else:
-                self.played += 1
+            # Not while the microphone initializes PortAudio again: that closes our stream.
+            with self.portaudio.lock:
+                if self.portaudio.generation != self._generation and not self._find_device():
+                    continue
+                try:
+                    self._sd.play(sound.samples, sound.rate, device=self.device, blocking=True)
+                except Exception as err:  # PortAudio's errors have no common base worth naming
+                    self._disable(f"cannot play on output device {self.device}: {_one_line(err)}")
+                else:
+                    self.played += 1
+
+    def _find_device(self) -> bool:
+        """After PortAudio was initialized again, its devices may have new indexes: look the
+        configured one up again. False (and the cue skipped) while it is missing; the next
+        cue looks again."""
+        try:
+            info = self._sd.query_devices(self._configured, "output")
+        except Exception as err:
+            log.debug("feedback: output device %s not found: %s", self._configured, err)
+            return False
+        self.device = int(info["index"])
+        self._generation = self.portaudio.generation
+        return True
 
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def start_feedback(config: Config, stack: ExitStack) -> Feedback | None:
+def start_feedback(
+    config: Config, stack: ExitStack, portaudio: PortAudio | None = None
+) -> Feedback | None:
     """The running :class:`Feedback` when ``[feedback] enabled``, else None; ``stack`` closes
     it. A bad WAV raises :class:`FeedbackError` (exit status 2)."""
     if not config.feedback.enabled:
         return None
-    feedback = Feedback.load(config.feedback, config.source)
+    feedback = Feedback.load(config.feedback, config.source, portaudio)
     feedback.start()
     stack.callback(feedback.close)
     return feedback

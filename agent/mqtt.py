@@ -43,6 +43,12 @@ PROTOCOLS: Final = ("5", "3.1.1")
 Protocol = Literal["5", "3.1.1"]
 NOT_AUTHORIZED: Final = 0x87
 """The PUBACK reason code of a publish the broker's ACL denies (MQTT 5)."""
+MAX_INBOUND_PACKET: Final = 128 * 1024
+"""The largest packet this client takes, sent as MQTT 5's Maximum Packet Size on CONNECT:
+the broker discards a bigger message for us instead of sending it, so a stranger's huge
+payload on a subscribed topic never reaches this process. Twice ``query.max_bytes``'s
+ceiling, so an oversized text command of up to this size still arrives and is refused with
+a log line. (MQTT 3.1.1 has no such limit: there the payload is checked after receipt.)"""
 
 
 @dataclass(frozen=True)
@@ -241,11 +247,14 @@ class MqttLink:
         logger.info("connecting to MQTT broker %s", self.settings.address)
         self._stopping = False
         if self._v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.MaximumPacketSize = MAX_INBOUND_PACKET
             self._client.connect_async(
                 self.settings.host,
                 self.settings.port,
                 keepalive=self.settings.keepalive,
                 clean_start=True,
+                properties=properties,
             )
         else:
             self._client.connect_async(

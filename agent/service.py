@@ -20,6 +20,7 @@ from types import FrameType
 from agent.audio import (
     END_OF_STREAM,
     Item,
+    PortAudio,
     microphone_source,
     stdin_source,
     wav_folder_source,
@@ -70,8 +71,8 @@ def setup_logging(level: int) -> None:
     logging.getLogger("agent").setLevel(level)
 
 
-def audio_items(config: Config) -> Iterator[Item]:
-    """The configured audio source."""
+def audio_items(config: Config, portaudio: PortAudio | None = None) -> Iterator[Item]:
+    """The configured audio source (a microphone shares ``portaudio`` with the feedback)."""
     audio = config.audio
     if audio.source == "wav":
         assert audio.wav is not None  # the configuration checked it
@@ -81,7 +82,11 @@ def audio_items(config: Config) -> Iterator[Item]:
     if audio.source == "stdin":
         return stdin_source(audio.rate, audio.channels or 1)
     return microphone_source(
-        audio.device, audio.rate or None, audio.channels or None, stall_timeout=audio.stall_timeout
+        audio.device,
+        audio.rate or None,
+        audio.channels or None,
+        stall_timeout=audio.stall_timeout,
+        portaudio=portaudio,
     )
 
 
@@ -238,12 +243,13 @@ def run(config: Config, options: RunOptions, environ: Mapping[str, str], pid: in
         daemon = build_daemon(config, courier, notifier)
         start_homeassistant(config, link, daemon, stack)
         start_health(config, link, outbox, daemon, stack)
-        daemon.cues = start_feedback(config, stack)
+        portaudio = PortAudio()
+        daemon.cues = start_feedback(config, stack, portaudio)
         start_query(config, link, daemon, stack)
         # The first item opens the source (the microphone stream, the first WAV), so a
         # missing device or a bad file fails here, before READY, as one line. (From a pipe
         # it waits for the writer, which may wait for "online": so the link starts first.)
-        items = audio_items(config)
+        items = audio_items(config, portaudio)
         first = next(items, None)
         if first is not None:
             items = itertools.chain((first,), items)

@@ -298,3 +298,62 @@ def test_a_malformed_or_ragged_wav_is_one_line_not_a_traceback(tmp_path: Path) -
         wav.setframerate(8000)
         wav.writeframes(b"\1\0" * 1001)  # 500 stereo frames and half of another
     assert read_sound(ragged).samples.shape == (500, 2)
+
+
+# A microphone that went away makes the audio loop re-initialize PortAudio every retry
+# (agent.audio: to see a replugged device); text commands can cue sounds meanwhile.
+RACER = """
+import json, sys, threading, time
+from contextlib import ExitStack
+from pathlib import Path
+from agent.audio import PortAudio
+from agent.config import load_config
+from agent.feedback import start_feedback
+config = load_config(Path(sys.argv[1]), environ={})
+portaudio = PortAudio()
+done = threading.Event()
+def refresh():
+    while not done.is_set():
+        portaudio.reinitialize()
+        time.sleep(0.01)
+with ExitStack() as stack:
+    feedback = start_feedback(config, stack, portaudio)
+    thread = threading.Thread(target=refresh)
+    thread.start()
+    for _ in range(8):
+        feedback.accepted()
+        time.sleep(0.35)
+    done.set()
+    thread.join()
+    during, settled = feedback.played, time.monotonic()
+    while time.monotonic() - settled < 2.0:  # a cue still waiting plays meanwhile
+        time.sleep(0.1)
+        if feedback.played != during:
+            during, settled = feedback.played, time.monotonic()
+    feedback.accepted()  # after the last re-initialization, on the looked-up device
+    deadline = time.monotonic() + 10
+    while feedback.played == during and time.monotonic() < deadline:
+        time.sleep(0.05)
+print(json.dumps({"enabled": feedback.enabled, "during": during, "played": feedback.played,
+                  "reinitialized": portaudio.generation}))
+"""
+
+
+def test_playback_survives_portaudio_being_reinitialized_meanwhile(
+    sound_server: Pulse, tmp_path: Path
+) -> None:
+    blip = tone_wav(tmp_path / "blip.wav", 880, 48000, 0.1)
+    config = write_config(tmp_path, f'enabled = true\naccepted = "{blip}"')
+    player = subprocess.run(
+        [sys.executable, "-c", RACER, str(config)],
+        env=sound_server.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert player.returncode == 0, player.stderr
+    result = json.loads(player.stdout)
+    # Cues that come while PortAudio is being initialized are dropped, not played late.
+    assert result["enabled"] and result["reinitialized"] >= 2, (result, player.stderr)
+    assert result["during"] >= 1 and result["played"] == result["during"] + 1, result

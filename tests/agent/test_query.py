@@ -20,7 +20,7 @@ from agent.classifier import IntentClassifier
 from agent.cli import main
 from agent.config import QueryConfig, load_config
 from agent.daemon import Daemon
-from agent.mqtt import MqttLink, MqttSettings
+from agent.mqtt import MAX_INBOUND_PACKET, MqttLink, MqttSettings
 from agent.query import MAX_INPUT_CHARS, BadQuery, QueryListener, parse_query, start_query
 from agent.recognizer import Recognizer, RecognizerSettings, packaged_model_dir
 from tests.agent.broker import HOST, Mosquitto, Subscriber
@@ -310,3 +310,22 @@ def test_a_bad_query_setting_is_one_line_and_exit_2(
     assert main(["run", "--config", str(config)]) == 2
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", f"voice-agent: error: {config}: {problem}\n")
+
+
+def test_a_payload_over_the_packet_limit_never_reaches_the_daemon(
+    agent: QueryListener,
+    broker: Mosquitto,
+    subscriber: Subscriber,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """MQTT 5's Maximum Packet Size: mosquitto drops the huge message instead of sending it,
+    so the daemon neither holds it in memory nor logs it; the next query is answered."""
+    handled = agent.handled
+    with caplog.at_level(logging.DEBUG, logger="agent"):
+        send(broker, b"x" * (MAX_INBOUND_PACKET + 1))
+        send(broker, {"input": WEATHER, "id": "after-huge"})
+        topic, body = subscriber.json()
+    assert topic == "hermes/nlu/intentNotRecognized"
+    assert isinstance(body, dict) and body["id"] == "after-huge"
+    assert agent.handled == handled + 1
+    assert not [m for m in caplog.messages if "dropped" in m]
