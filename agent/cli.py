@@ -54,11 +54,18 @@ def _classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    from agent.config import find_config, load_config
-    from agent.service import RunOptions, run
+def _setting(text: str) -> tuple[str, str]:
+    """One ``--set KEY=VALUE``; the value is read as the key's type by agent.config."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as vosk.beam=8, got {text!r}")
+    return key.strip(), value
 
-    overrides = {
+
+def run_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The configuration keys ``voice-agent run``'s options set: every ``--set``, then the
+    named flags (which win where both set a key)."""
+    flags: dict[str, object] = {
         "model.path": args.model,
         "vosk.model": args.vosk_model,
         "vosk.grammar": False if args.open_vocabulary else None,
@@ -72,7 +79,16 @@ def _run(args: argparse.Namespace) -> int:
         "outbox.path": args.outbox,
         "log.level": args.log_level,
     }
-    config = load_config(find_config(args.config), overrides, os.environ)
+    overrides: dict[str, object] = dict(args.set)
+    overrides.update((key, value) for key, value in flags.items() if value is not None)
+    return overrides
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.config import find_config, load_config
+    from agent.service import RunOptions, run
+
+    config = load_config(find_config(args.config), run_overrides(args), os.environ)
     options = RunOptions(once=args.once)
     return run(config, options, os.environ, os.getpid())
 
@@ -119,6 +135,15 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument("--site-id", metavar="ID", help="Hermes site id (mqtt.site_id)")
     run.add_argument("--outbox", metavar="FILE", help="the outbox database (outbox.path)")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log.level")
+    run.add_argument(
+        "--set",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any configuration key, e.g. --set vosk.frames_per_chunk=50 (repeatable; the"
+        " options above win over it)",
+    )
     run.set_defaults(func=_run)
 
 

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from agent.cli import build_parser, run_overrides
 from agent.config import (
     _SCHEMA,
     DEFAULT_TOML,
@@ -602,3 +603,52 @@ def test_a_bad_frames_per_chunk_stops_voice_agent_run(tmp_path: Path) -> None:
         " model's own) or 10 ms frames from 1 to 1000, got -20\n"
     )
     assert done.stdout == ""
+
+
+def test_run_sets_any_key_with_set_and_its_named_options_win(tmp_path: Path) -> None:
+    path = write(tmp_path, f'{model_line()}[mqtt]\nhost = "file.lan"\n')
+    args = build_parser().parse_args(
+        [
+            *("run", "--config", str(path), "--host", "flag.lan"),
+            *("--set", "vosk.frames_per_chunk=50", "--set", "mqtt.host=set.lan"),
+            *("--set", "wake.window = 2.5", "--set", "mqtt.client_id=a=b"),
+        ]
+    )
+    config = load_config(path, run_overrides(args), environ={})
+    assert config.vosk.decoder.frames_per_chunk == 50
+    assert (config.mqtt.host, config.wake.window) == ("flag.lan", 2.5)
+    assert config.mqtt.client_id == "a=b"  # only the first '=' separates
+
+
+@pytest.mark.parametrize(
+    ("setting", "last_line"),
+    [
+        (
+            "vosk.bem=8",
+            "voice-agent: error: command line: unknown key 'vosk.bem' (did you mean 'vosk.beam'?)",
+        ),
+        (
+            "vosk.beam=wide",
+            "voice-agent: error: command line: vosk.beam: expected a number from 0 to 100, got"
+            ' "wide"',
+        ),
+        (
+            "beam",
+            "voice-agent run: error: argument --set: expected KEY=VALUE such as vosk.beam=8,"
+            " got 'beam'",
+        ),
+    ],
+)
+def test_a_bad_set_is_one_line_and_exit_2(tmp_path: Path, setting: str, last_line: str) -> None:
+    path = tmp_path / write(tmp_path, model_line())  # absolute: the child runs in ROOT
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(path), "--set", setting],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == last_line
+    assert "Traceback" not in done.stderr and done.stdout == ""
