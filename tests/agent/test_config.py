@@ -6,8 +6,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import tomllib
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from agent.config import (
     load_config,
 )
 from agent.errors import UsageError
+from tests.agent.command import voice_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 EN_MODEL = ROOT / "models" / "smart-home-en"
@@ -589,14 +588,7 @@ def test_outbox_and_decoder_settings(tmp_path: Path) -> None:
 def test_a_bad_frames_per_chunk_stops_voice_agent_run(tmp_path: Path) -> None:
     """Through the command line as a user meets it: one line naming the key, status 2."""
     path = write(tmp_path, f"{model_line()}[vosk]\nframes_per_chunk = -20\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", "run", "--config", str(tmp_path / path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    done = voice_agent("run", "--config", str(tmp_path / path))
     assert done.returncode == 2, done.stderr
     assert done.stderr == (
         f"voice-agent: error: {tmp_path / path}: vosk.frames_per_chunk: expected 0 (the"
@@ -640,15 +632,8 @@ def test_run_sets_any_key_with_set_and_its_named_options_win(tmp_path: Path) -> 
     ],
 )
 def test_a_bad_set_is_one_line_and_exit_2(tmp_path: Path, setting: str, last_line: str) -> None:
-    path = tmp_path / write(tmp_path, model_line())  # absolute: the child runs in ROOT
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", "run", "--config", str(path), "--set", setting],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    path = tmp_path / write(tmp_path, model_line())  # absolute: the child runs elsewhere
+    done = voice_agent("run", "--config", str(path), "--set", setting)
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines()[-1] == last_line
     assert "Traceback" not in done.stderr and done.stdout == ""

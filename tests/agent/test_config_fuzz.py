@@ -11,8 +11,6 @@ the same strategy with thousands of examples.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -22,9 +20,8 @@ import pytest
 from hypothesis import given
 
 from agent.config import ConfigError, load_config
+from tests.agent.command import voice_agent
 from tests.fuzzing import EN_MODEL, check_config, config_inputs, fuzz_settings, run_strategy
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +113,7 @@ def test_bad_configs_through_the_command_line(tmp_path: Path) -> None:
         path = tmp_path / f"bad-{number}.toml"
         path.write_bytes(data)
         path.chmod(mode)
-        done = subprocess.run(
-            [sys.executable, "-m", "agent", "run", "--config", str(path)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
+        done = voice_agent("run", "--config", str(path))
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr
         lines = done.stderr.splitlines()
