@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -136,7 +136,6 @@ class Feedback:
         # One waiting cue is enough: a newer one is dropped rather than played late.
         self._queue: queue.Queue[object] = queue.Queue(maxsize=1)
         self._thread: threading.Thread | None = None
-        self._sd: Any = None
 
     @classmethod
     def load(
@@ -166,7 +165,6 @@ class Feedback:
             return
         rate = int(info["default_samplerate"])
         self.sounds = {cue: sound.resampled(rate) for cue, sound in self.sounds.items()}
-        self._sd = sd
         self.device = int(info["index"])
         self._thread = threading.Thread(target=self._run, name="feedback", daemon=True)
         self._thread.start()
@@ -210,7 +208,8 @@ class Feedback:
                 if self.portaudio.generation != self._generation and not self._find_device():
                     continue
                 try:
-                    self._sd.play(sound.samples, sound.rate, device=self.device, blocking=True)
+                    sd = self.portaudio.sd
+                    sd.play(sound.samples, sound.rate, device=self.device, blocking=True)
                 except Exception as err:  # PortAudio's errors have no common base worth naming
                     self._disable(f"cannot play on output device {self.device}: {_one_line(err)}")
                 else:
@@ -221,7 +220,7 @@ class Feedback:
         configured one up again. False (and the cue skipped) while it is missing; the next
         cue looks again."""
         try:
-            info = self._sd.query_devices(self._configured, "output")
+            info = self.portaudio.sd.query_devices(self._configured, "output")
         except Exception as err:
             log.debug("feedback: output device %s not found: %s", self._configured, err)
             return False
