@@ -19,7 +19,8 @@ graph (bucket ids with per-sentence float weights, one BATCH_MATMUL) ran a slow 
 
 Full-integer int8 calibrates every activation range on a representative set of real
 sentences, so the Pi runs only integer kernels and the file is about a quarter of the
-float one.
+float one. The int8 output layer is then swapped into the same fast shape
+(:mod:`convert.rewrite`): 151 classes, 255 -> ~110 µs per invoke.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import tensorflow as tf
 
 from agent.featurize import Occurrences
 from convert.quiet import silenced
+from convert.rewrite import swap_output_layer
 
 Mode = Literal["float32", "float16", "int8"]
 MODES: tuple[Mode, ...] = ("float32", "float16", "int8")
@@ -180,4 +182,5 @@ def to_tflite(
         converter.inference_input_type = tf.float32
         converter.inference_output_type = tf.int8
     with silenced():
-        return converter.convert()
+        content = converter.convert()
+    return swap_output_layer(content) if mode == "int8" else content

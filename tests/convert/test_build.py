@@ -55,7 +55,8 @@ def test_tflite_is_full_integer_int8_with_a_sparse_first_layer(built_ko: Path) -
     ops = interpreter._get_ops_details()
     # Quantize the scale; gather one int8 kernel row per occurrence; sum them with the
     # constant weights (TRANSPOSE + FULLY_CONNECTED); scale; add the bias (ReLU fused);
-    # then the output layer: integer kernels only.
+    # then the output layer, swapped (FULLY_CONNECTED + RESHAPE + ADD of the bias):
+    # integer kernels only.
     assert [op["op_name"] for op in ops] == [
         "QUANTIZE",
         "STRIDED_SLICE",
@@ -68,6 +69,8 @@ def test_tflite_is_full_integer_int8_with_a_sparse_first_layer(built_ko: Path) -
         "MUL",
         "ADD",
         "FULLY_CONNECTED",
+        "RESHAPE",
+        "ADD",
         "SOFTMAX",
     ]
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
@@ -75,14 +78,15 @@ def test_tflite_is_full_integer_int8_with_a_sparse_first_layer(built_ko: Path) -
     # The featurizer's 4096 buckets and the zero row that pads.
     assert tensors[gather["inputs"][0]]["shape"].tolist() == [4097, 96]
     # The only float is the scale input, which QUANTIZE turns to int8. Everything else is
-    # int8 but bucket numbers, shapes and slice bounds and the output layer's bias, which
-    # TFLite's int8 scheme keeps in int32.
+    # int8 but bucket numbers, shapes and slice bounds.
     floats = {i for i, t in tensors.items() if t["dtype"] == np.float32}
     quantize = next(op for op in ops if op["op_name"] == "QUANTIZE")
     assert floats == {inputs["scale"]["index"]} == set(quantize["inputs"])
     int32 = {i for i, t in tensors.items() if t["dtype"] == np.int32}
     output_layer = [op for op in ops if op["op_name"] == "FULLY_CONNECTED"][-1]
-    assert output_layer["inputs"][2] in int32
+    classes = len(json.loads((built_ko / "model.json").read_text())["labels"])
+    # Swapped: the kernel's class rows against the activations, one output channel.
+    assert tensors[output_layer["outputs"][0]]["shape"].tolist() == [classes, 1]
     assert all(t["dtype"] == np.int8 for i, t in tensors.items() if i not in floats | int32)
     assert all(tensors[i]["dtype"] == np.int8 for i in gather["outputs"])
 

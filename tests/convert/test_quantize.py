@@ -16,6 +16,7 @@ from convert.distill import FitConfig, fit
 from convert.model import MlpConfig, build_mlp
 from convert.quantize import choose_sizes, padded, sparse_weights, to_tflite
 from convert.quiet import silenced
+from convert.rewrite import swap_output_layer
 from convert.sentences import expand_negatives, expand_spec
 from convert.spec import load_spec
 
@@ -161,3 +162,21 @@ def test_sizes_hold_the_99th_percentile_of_real_sentences(trained: Trained) -> N
     assert choose_sizes([many]) == (256, 1024)  # capped
     one = Occurrences(np.zeros(1, np.int32), np.zeros(3, np.int32), 1.0)
     assert choose_sizes([one]) == (16, 16)  # at least one step
+
+
+def test_output_layer_is_swapped_into_the_fast_shape(trained: Trained) -> None:
+    # tflite_runtime's x86 int8 kernel is slow for one row against many channels; the
+    # export swaps the output layer into many rows against one channel (convert.rewrite).
+    runner, content = trained.runner("int8")
+    classes = trained.model.output_shape[-1]
+    tensors = {t["index"]: t for t in runner.interpreter.get_tensor_details()}
+    ops = [o for o in runner.interpreter._get_ops_details() if o["op_name"] != "DELEGATE"]
+    fully_connected = [op for op in ops if op["op_name"] == "FULLY_CONNECTED"]
+    shapes = [tensors[op["outputs"][0]]["shape"].tolist() for op in fully_connected]
+    assert shapes == [[96, 1], [classes, 1]]
+    assert [op["op_name"] for op in ops[-3:]] == ["RESHAPE", "ADD", "SOFTMAX"]
+    # Only int8 files are rewritten; a file without the slow shape comes back unchanged.
+    assert swap_output_layer(content) == content
+    float_runner, _ = trained.runner("float32")
+    float_ops = [o["op_name"] for o in float_runner.interpreter._get_ops_details()]
+    assert [op for op in float_ops if op != "DELEGATE"][-2:] == ["FULLY_CONNECTED", "SOFTMAX"]

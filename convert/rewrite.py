@@ -1,0 +1,176 @@
+"""Rewrite the converter's int8 output layer into the shape tflite_runtime runs fast.
+
+The converter emits the output layer as FULLY_CONNECTED(input = activations ``[1, H]``,
+filter = kernel ``[C, H]``): one row against ``C`` output channels. tflite_runtime 2.14's
+x86 wheel runs that shape (a GEMV) on a slow kernel, about 4-5 ns per multiply-add, so a
+151-class output layer cost ~150 µs of a ~250 µs invoke. The same product with the
+operands swapped, FULLY_CONNECTED(input = kernel ``[C, H]``, filter = activations
+``[1, H]``) -> ``[C, 1]``, is ``C`` rows against one channel, the shape the sparse first
+layer already uses, and runs several times faster. The converter always puts the constant
+in the filter, so the swap is done here on the flatbuffer.
+
+The swapped form has one output channel, so the per-class bias moves to an int8 ADD after
+a RESHAPE to ``[1, C]``, and the kernel, now an activation-like input, is requantized from
+per-channel to one per-tensor scale. Both cost a rounding step each; the export's tests
+hold the int8 file to the Keras model as before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils
+
+Op = schema.BuiltinOperator
+
+
+def swap_output_layer(content: bytes) -> bytes:
+    """``content`` with every int8 FULLY_CONNECTED of one input row against a constant
+    kernel of several channels and a bias rewritten as the swapped product + RESHAPE +
+    ADD; anything else is left as it is."""
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    rewritten = False
+    for graph in model.subgraphs:
+        position = 0
+        while position < len(graph.operators):
+            replacement = _swapped(model, graph, graph.operators[position])
+            if replacement:
+                graph.operators[position : position + 1] = replacement
+                position += len(replacement)
+                rewritten = True
+            else:
+                position += 1
+    if not rewritten:
+        return content
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _swapped(
+    model: schema.ModelT, graph: schema.SubGraphT, op: schema.OperatorT
+) -> list[schema.OperatorT]:
+    """The three operators replacing ``op``, or ``[]`` when ``op`` is not the slow shape."""
+    if _opcode(model, op) != Op.FULLY_CONNECTED or len(op.inputs) < 2:
+        return []
+    activations, kernel = (graph.tensors[i] for i in op.inputs[:2])
+    bias = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+    output = graph.tensors[op.outputs[0]]
+    if (
+        bias is None
+        or kernel.type != schema.TensorType.INT8
+        or _data(model, kernel) is None
+        or list(activations.shape) != [1, kernel.shape[1]]
+        or kernel.shape[0] < 2
+        or list(output.shape) != [1, kernel.shape[0]]
+    ):
+        return []
+    classes, hidden = (int(n) for n in kernel.shape)
+    options = op.builtinOptions
+    activation = options.fusedActivationFunction if options is not None else 0
+
+    # The kernel becomes an input, which has one scale: requantize it per tensor.
+    scales = np.asarray(kernel.quantization.scale, np.float32)
+    weights = _data(model, kernel).view(np.int8).reshape(classes, hidden) * (
+        scales[:, None] if scales.size > 1 else scales
+    )
+    scale = float(np.abs(weights).max()) / 127 or 1.0
+    _set(model, kernel, np.clip(np.round(weights / scale), -127, 127).astype(np.int8), scale)
+    kernel.quantization.quantizedDimension = 0
+
+    out_scale = float(output.quantization.scale[0])
+    out_zero = int(output.quantization.zeroPoint[0])
+    values = _data(model, bias).view(np.int32) * float(bias.quantization.scale[0])
+    # Before the bias the logits span the output's range shifted by it: widen the range so
+    # that a confident class does not saturate before its bias is added.
+    low = (-128 - out_zero) * out_scale - max(float(values.max()), 0.0)
+    high = (127 - out_zero) * out_scale - min(float(values.min()), 0.0)
+    step = (high - low) / 255
+    zero = int(np.clip(round(-128 - low / step), -128, 127))
+    column = _tensor(model, graph, "logits_column", [classes, 1], step, zero)
+    row = _tensor(model, graph, "logits_row", [1, classes], step, zero)
+    shape = _tensor(model, graph, "logits_shape", [2], None, None)
+    _set(model, graph.tensors[shape], np.array([1, classes], np.int32), None)
+
+    swapped = schema.OperatorT()
+    swapped.opcodeIndex = op.opcodeIndex
+    swapped.inputs = np.array([op.inputs[1], op.inputs[0], -1], np.int32)
+    swapped.outputs = np.array([column], np.int32)
+    swapped.builtinOptionsType = schema.BuiltinOptions.FullyConnectedOptions
+    swapped.builtinOptions = schema.FullyConnectedOptionsT()
+
+    reshape = schema.OperatorT()
+    reshape.opcodeIndex = _opcode_index(model, Op.RESHAPE)
+    reshape.inputs = np.array([column, shape], np.int32)
+    reshape.outputs = np.array([row], np.int32)
+    reshape.builtinOptionsType = schema.BuiltinOptions.ReshapeOptions
+    reshape.builtinOptions = schema.ReshapeOptionsT()
+    reshape.builtinOptions.newShape = [1, classes]
+
+    # The bias, per class, follows as an int8 ADD (the swapped product has one channel).
+    bias_scale = float(np.abs(values).max()) / 127 or 1.0
+    bias.shape = np.array([1, classes], np.int32)
+    bias.type = schema.TensorType.INT8
+    _set(model, bias, np.clip(np.round(values / bias_scale), -127, 127).astype(np.int8), bias_scale)
+    add = schema.OperatorT()
+    add.opcodeIndex = _opcode_index(model, Op.ADD)
+    add.inputs = np.array([row, op.inputs[2]], np.int32)
+    add.outputs = np.array([op.outputs[0]], np.int32)
+    add.builtinOptionsType = schema.BuiltinOptions.AddOptions
+    add.builtinOptions = schema.AddOptionsT()
+    add.builtinOptions.fusedActivationFunction = activation
+    return [swapped, reshape, add]
+
+
+def _opcode(model: schema.ModelT, op: schema.OperatorT) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    # Builtin codes above 127 live only in the newer field; the older one saturates.
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def _opcode_index(model: schema.ModelT, builtin: int) -> int:
+    for index, code in enumerate(model.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            return index
+    code = schema.OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, 127)
+    code.version = 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def _data(model: schema.ModelT, tensor: schema.TensorT) -> np.ndarray | None:
+    data = model.buffers[tensor.buffer].data
+    return None if data is None else np.asarray(data, np.uint8)
+
+
+def _set(
+    model: schema.ModelT, tensor: schema.TensorT, values: np.ndarray, scale: float | None
+) -> None:
+    """Store ``values`` in ``tensor``'s buffer, quantized per tensor at ``scale``."""
+    model.buffers[tensor.buffer].data = np.frombuffer(values.tobytes(), np.uint8)
+    if scale is not None:
+        tensor.quantization.scale = np.array([scale], np.float32)
+        tensor.quantization.zeroPoint = np.array([0], np.int64)
+
+
+def _tensor(
+    model: schema.ModelT,
+    graph: schema.SubGraphT,
+    name: str,
+    shape: list[int],
+    scale: float | None,
+    zero: int | None,
+) -> int:
+    """A new tensor with a buffer of its own: int8 with a quantization, else int32."""
+    tensor = schema.TensorT()
+    tensor.name = name.encode()
+    tensor.shape = np.array(shape, np.int32)
+    tensor.type = schema.TensorType.INT8 if scale is not None else schema.TensorType.INT32
+    if scale is not None:
+        tensor.quantization = schema.QuantizationParametersT()
+        tensor.quantization.scale = np.array([scale], np.float32)
+        tensor.quantization.zeroPoint = np.array([zero], np.int64)
+    model.buffers.append(schema.BufferT())
+    tensor.buffer = len(model.buffers) - 1
+    graph.tensors.append(tensor)
+    return len(graph.tensors) - 1
