@@ -231,6 +231,62 @@ def check_grammar(config: Config, model: Any) -> Check:
     return Check("grammar", True, f"{len(grammar)} entries, every word known to the Vosk model")
 
 
+_DECODER_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("--beam", "beam"),
+    ("--max-active", "max-active"),
+    ("--lattice-beam", "lattice-beam"),
+    ("--endpoint.rule2.min-trailing-silence", "endpoint pauses"),
+    ("--frames-per-chunk", "frames per chunk"),
+)
+"""The ``model.conf`` options shown, by the names of this report (the pauses of endpoint
+rules 3 and 4 follow rule 2's)."""
+
+KALDI_FRAMES_PER_CHUNK = 20
+"""Kaldi's own ``--frames-per-chunk``, used when ``model.conf`` does not set it."""
+
+
+def check_decoder(config: Config) -> Check:
+    """The Kaldi settings recognition runs with: the model's ``conf/model.conf`` with the
+    config's overrides on top, which is what users on a Pi 3 or 4 tune for speed."""
+    conf = config.vosk.model / "conf" / "model.conf"
+    try:
+        lines = conf.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        lines = []  # the older flat layout: Kaldi's defaults, and no overrides possible
+    except (OSError, UnicodeDecodeError) as err:
+        return Check("decoder", False, f"{conf}: cannot read: {_one_line(err)}")
+    options = dict(
+        line.strip().split("=", 1)
+        for line in lines
+        if line.strip().startswith("--") and "=" in line
+    )
+    overrides = config.vosk.decoder.arguments()
+    options.update(overrides)
+
+    def shown(name: str) -> str:
+        value = options.get(name)
+        if value is None:
+            return str(KALDI_FRAMES_PER_CHUNK) if name == "--frames-per-chunk" else "?"
+        try:
+            return f"{float(value):g}"
+        except ValueError:
+            return value
+
+    pauses = " / ".join(shown(f"--endpoint.rule{n}.min-trailing-silence") for n in (2, 3, 4))
+    parts = [
+        f"{label} {pauses} s" if label == "endpoint pauses" else f"{label} {shown(name)}"
+        for name, label in _DECODER_OPTIONS
+    ]
+    changed = [label for name, label in _DECODER_OPTIONS if name in overrides]
+    source = "the model's conf/model.conf, Kaldi's defaults where it is silent"
+    origin = f"set in the config: {', '.join(changed)}; the rest: {source}" if changed else source
+    return Check(
+        "decoder",
+        True,
+        f"{', '.join(parts)} ({origin}); sentence pause {config.vosk.sentence_pause:g} s",
+    )
+
+
 def _peak(config: Config, seconds: float) -> float | None:
     """The loudest sample in ``seconds`` of the configured input; None when the device
     delivered no audio at all in twice that time (and at least 3 s)."""
@@ -552,6 +608,8 @@ def checks(
     vosk_check, vosk_model = vosk if isinstance(vosk, tuple) else (vosk, None)
     yield vosk_check
     yield _guarded("grammar", check_grammar, config, vosk_model)
+    if vosk_model is not None:
+        yield _guarded("decoder", check_decoder, config)
     del vosk, vosk_model  # a few hundred MB: not kept while the meter runs
     yield _guarded("audio input", check_audio, config, meter_seconds)
     broker = _guarded("broker", check_broker, config, timeout)

@@ -29,10 +29,10 @@ def sound_server(pulse: Pulse) -> Pulse:  # noqa: F811 - the imported fixture
     return pulse
 
 
-def write_config(directory: Path, *sections: str, vosk: Path = VOSK) -> Path:
+def write_config(directory: Path, *sections: str, vosk: Path = VOSK, decoder: str = "") -> Path:
     path = directory / "config.toml"
     path.write_text(
-        f'[model]\npath = "{KO_MODEL}"\n[vosk]\nmodel = "{vosk}"\n'
+        f'[model]\npath = "{KO_MODEL}"\n[vosk]\nmodel = "{vosk}"\n{decoder}'
         f'[outbox]\npath = "state/outbox.sqlite"\n' + "\n".join(sections) + "\n"
     )
     path.chmod(0o600)
@@ -85,6 +85,11 @@ def models(config: Path) -> list[str]:
         E(
             "✓ grammar: 137 of 164 entries can be heard; Vosk does not know 꺼줘, 재미있는,"
             " 틀어줘, so the 27 with them cannot"
+        ),
+        E(
+            "✓ decoder: beam 10, max-active 3000, lattice-beam 2, endpoint pauses 0.5 / 1 / 2 s,"
+            " frames per chunk 20 (the model's conf/model.conf, Kaldi's defaults where it is"
+            " silent); sentence pause 0.2 s"
         ),
     ]
 
@@ -203,6 +208,25 @@ def test_a_missing_vosk_model(broker: Mosquitto, tmp_path: Path) -> None:
             "2 checks failed",
         ],
     )
+
+
+def test_decoder_settings_show_what_the_config_changed(broker: Mosquitto, tmp_path: Path) -> None:
+    # What a Pi 3 user tunes: the report says which values are theirs and which the model's.
+    config = write_config(
+        tmp_path,
+        broker_section(broker.port),
+        wav_section(tmp_path),
+        decoder="beam = 8\nframes_per_chunk = 50\ntrailing_silence = 0.3\nsentence_pause = 0\n",
+    )
+    status, report = doctor(config)
+    assert status == 0, report
+    decoder = [line for line in report.splitlines() if line.startswith("✓ decoder:")]
+    assert decoder == [
+        "✓ decoder: beam 8, max-active 3000, lattice-beam 2, endpoint pauses 0.3 / 0.3 / 0.3 s,"
+        " frames per chunk 50 (set in the config: beam, endpoint pauses, frames per chunk; the"
+        " rest: the model's conf/model.conf, Kaldi's defaults where it is silent); sentence"
+        " pause 0 s"
+    ]
 
 
 def test_a_missing_intent_model_stops_at_the_configuration(tmp_path: Path) -> None:
