@@ -6,10 +6,16 @@ endpoint's trailing silence and the acoustic network's chunk (``--frames-per-chu
 read by Vosk from the model's ``conf/model.conf`` only, so :class:`DecoderOptions` are
 applied by loading the model through a temporary shadow directory: links to the model's
 files plus a rewritten ``model.conf``.
+
+Decoding is repeatable: Kaldi dithers the audio (adds noise before the features) from the C
+library's process-wide ``rand()``, so the same utterance used to decode differently
+depending on everything decoded before it in the process (vosk-api issue #868). Each
+utterance now starts from the same seed, and the same audio gives the same transcript.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import logging
@@ -42,6 +48,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 UNK: Final = "[unk]"
+
+DITHER_SEED: Final = 1
+"""The C library's ``rand()`` seed at the start of every utterance (glibc's own default)."""
+
+
+def _srand() -> Any:
+    """The C library's ``srand``, which seeds Kaldi's dither; None where there is none."""
+    try:
+        return ctypes.CDLL(None).srand
+    except (OSError, AttributeError):
+        return None
+
+
+_SRAND: Final = _srand()
 """Vosk's grammar token for "a word outside the grammar"."""
 GRAMMAR_FILE: Final = "grammar.json"
 
@@ -422,6 +442,10 @@ class Recognizer:
         """Decode one chunk; return a transcript when Vosk detects the end of an utterance."""
         current = self._current
         if current is None:
+            if _SRAND is not None:
+                # Kaldi's dither draws from rand(): reseeding makes an utterance's decoding
+                # depend on its audio only, not on what this process decoded before.
+                _SRAND(DITHER_SEED)
             current = self._current = _Utterance(rate=chunk.rate)
         elif current.rate != chunk.rate:
             raise RecognizerError(
