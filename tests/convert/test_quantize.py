@@ -180,3 +180,18 @@ def test_output_layer_is_swapped_into_the_fast_shape(trained: Trained) -> None:
     float_runner, _ = trained.runner("float32")
     float_ops = [o["op_name"] for o in float_runner.interpreter._get_ops_details()]
     assert [op for op in float_ops if op != "DELEGATE"][-2:] == ["FULLY_CONNECTED", "SOFTMAX"]
+
+
+def test_float16_model_is_half_the_size_and_close_to_keras(trained: Trained) -> None:
+    runner, content = trained.runner("float16")
+    assert len(content) * 1.8 <= len(trained.export("float32"))
+    kernel = next(
+        t
+        for t in runner.interpreter.get_tensor_details()
+        if t["shape"].tolist() == [runner.dim + 1, trained.model.get_layer("hidden").units]
+    )
+    assert kernel["dtype"] == np.float16
+    got = trained.sparse_probabilities(runner, trained.texts)
+    want = trained.keras_probabilities(trained.dense)
+    assert np.max(np.abs(got - want)) < 0.01
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.995
