@@ -241,13 +241,12 @@ _DECODER_OPTIONS: tuple[tuple[str, str], ...] = (
 """The ``model.conf`` options shown, by the names of this report (the pauses of endpoint
 rules 3 and 4 follow rule 2's)."""
 
-KALDI_FRAMES_PER_CHUNK = 20
-"""Kaldi's own ``--frames-per-chunk``, used when ``model.conf`` does not set it."""
-
 
 def check_decoder(config: Config) -> Check:
     """The Kaldi settings recognition runs with: the model's ``conf/model.conf`` with the
     config's overrides on top, which is what users on a Pi 3 or 4 tune for speed."""
+    from agent.recognizer import KALDI_FRAMES_PER_CHUNK
+
     conf = config.vosk.model / "conf" / "model.conf"
     try:
         lines = conf.read_text(encoding="utf-8").splitlines()

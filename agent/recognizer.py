@@ -48,6 +48,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 UNK: Final = "[unk]"
+"""Vosk's grammar token for "a word outside the grammar"."""
+GRAMMAR_FILE: Final = "grammar.json"
+
+KALDI_FRAMES_PER_CHUNK: Final = 20
+"""Kaldi's own ``--frames-per-chunk``, used when ``model.conf`` does not set it."""
 
 DITHER_SEED: Final = 1
 """The C library's ``rand()`` seed at the start of every utterance (glibc's own default)."""
@@ -62,8 +67,6 @@ def _srand() -> Any:
 
 
 _SRAND: Final = _srand()
-"""Vosk's grammar token for "a word outside the grammar"."""
-GRAMMAR_FILE: Final = "grammar.json"
 
 
 class RecognizerError(Exception):

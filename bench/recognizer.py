@@ -14,7 +14,8 @@ three ways, because open vocabulary's cost depends on what its recognizer has he
 
 ``--frames-per-chunk`` repeats everything per value of ``vosk.frames_per_chunk`` (one model
 load each). Prints one markdown table (median real-time factor = decode seconds / audio
-seconds, p90 of the warm pass, exact matches) and the open vocabulary / grammar ratios.
+seconds, p90 of the warm pass, exact matches) and the ratios open vocabulary / grammar
+and open vocabulary / floor.
 
     python bench/recognizer.py
     python bench/recognizer.py --frames-per-chunk 0,50,150
@@ -41,6 +42,7 @@ if str(ROOT) not in sys.path:
 
 from agent.audio import wav_source  # noqa: E402
 from agent.recognizer import (  # noqa: E402
+    KALDI_FRAMES_PER_CHUNK,
     DecoderOptions,
     Recognizer,
     RecognizerSettings,
@@ -88,9 +90,9 @@ WARM_UP = (
 daemon hears in a room before someone speaks a command it has not heard yet."""
 
 FLOOR = "acoustic floor: a one-word grammar"
-"""A grammar of one word (the intent grammar's first): the search is trivial, so what is left is the
-acoustic network's cost, which every mode pays. Open vocabulary / floor is the most any
-grammar can gain over open vocabulary with this speech model and chunk size."""
+"""A grammar of one word (the intent grammar's first): the search is trivial, so what is
+left is the acoustic network's cost, which every mode pays. Open vocabulary / floor is the
+most any grammar can gain over open vocabulary with this speech model and chunk size."""
 
 
 @dataclass(frozen=True)
@@ -190,8 +192,9 @@ def table(results: list[ModeResult], loads: dict[int, float], model: Path, passe
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        chunk = r.frames_per_chunk or f"default ({KALDI_FRAMES_PER_CHUNK})"
         lines.append(
-            f"| {r.frames_per_chunk or 'default (20)'} | {r.mode} | {r.setup_seconds:.3f} s |"
+            f"| {chunk} | {r.mode} | {r.setup_seconds:.3f} s |"
             f" {r.first_median:.3f} | {r.unseen_median:.3f} | {r.warm_median:.3f} |"
             f" {r.warm_p90:.3f} | {r.exact_first} / {r.exact_unseen} / {r.exact_warm}"
             f" of {r.total} |"
