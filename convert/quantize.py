@@ -20,7 +20,7 @@ graph (bucket ids with per-sentence float weights, one BATCH_MATMUL) ran a slow 
 Full-integer int8 calibrates every activation range on a representative set of real
 sentences, so the Pi runs only integer kernels and the file is about a quarter of the
 float one. The int8 output layer is then swapped into the same fast shape
-(:mod:`convert.rewrite`): 151 classes, 255 -> ~110 µs per invoke.
+(:mod:`convert.rewrite`): 151 classes, 220-238 -> 75-103 µs per invoke (bench/latency.py).
 """
 
 from __future__ import annotations

@@ -72,8 +72,7 @@ def _swapped(
     weights = _data(model, kernel).view(np.int8).reshape(classes, hidden) * (
         scales[:, None] if scales.size > 1 else scales
     )
-    scale = float(np.abs(weights).max()) / 127 or 1.0
-    _set(model, kernel, np.clip(np.round(weights / scale), -127, 127).astype(np.int8), scale)
+    _set(model, kernel, *_symmetric_int8(weights))
     kernel.quantization.quantizedDimension = 0
 
     out_scale = float(output.quantization.scale[0])
@@ -106,10 +105,9 @@ def _swapped(
     reshape.builtinOptions.newShape = [1, classes]
 
     # The bias, per class, follows as an int8 ADD (the swapped product has one channel).
-    bias_scale = float(np.abs(values).max()) / 127 or 1.0
     bias.shape = np.array([1, classes], np.int32)
     bias.type = schema.TensorType.INT8
-    _set(model, bias, np.clip(np.round(values / bias_scale), -127, 127).astype(np.int8), bias_scale)
+    _set(model, bias, *_symmetric_int8(values))
     add = schema.OperatorT()
     add.opcodeIndex = _opcode_index(model, Op.ADD)
     add.inputs = np.array([row, op.inputs[2]], np.int32)
@@ -120,15 +118,18 @@ def _swapped(
     return [swapped, reshape, add]
 
 
-def _opcode(model: schema.ModelT, op: schema.OperatorT) -> int:
-    code = model.operatorCodes[op.opcodeIndex]
+def _builtin(code: schema.OperatorCodeT) -> int:
     # Builtin codes above 127 live only in the newer field; the older one saturates.
     return max(code.builtinCode, code.deprecatedBuiltinCode)
 
 
+def _opcode(model: schema.ModelT, op: schema.OperatorT) -> int:
+    return _builtin(model.operatorCodes[op.opcodeIndex])
+
+
 def _opcode_index(model: schema.ModelT, builtin: int) -> int:
     for index, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+        if _builtin(code) == builtin:
             return index
     code = schema.OperatorCodeT()
     code.builtinCode = builtin
@@ -136,6 +137,12 @@ def _opcode_index(model: schema.ModelT, builtin: int) -> int:
     code.version = 1
     model.operatorCodes.append(code)
     return len(model.operatorCodes) - 1
+
+
+def _symmetric_int8(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """``values`` as int8 with zero point 0 and one scale for the whole tensor."""
+    scale = float(np.abs(values).max()) / 127 or 1.0
+    return np.clip(np.round(values / scale), -127, 127).astype(np.int8), scale
 
 
 def _data(model: schema.ModelT, tensor: schema.TensorT) -> np.ndarray | None:
