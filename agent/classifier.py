@@ -1,6 +1,6 @@
 """The runtime intent classifier: transcript -> intent, confidence and slots.
 
-One featurize (the ~100 buckets a sentence touches), one int8 TFLite invoke that gathers
+One featurize (the 20-150 buckets a sentence touches), one int8 TFLite invoke that gathers
 just those rows of the first layer, one slot scan; no TensorFlow. A transcript is rejected
 (``intent`` is None) when the model puts it in the out-of-scope class, when its
 confidence is under the model's calibrated threshold, or when a slot the intent needs is
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from agent.featurize import Featurizer, normalize, tokenize
 from agent.metadata import NONE_LABEL, ModelError, ModelInfo, check_tflite, load_model_info
 from agent.slots import Slot, SlotMatcher
-from agent.tflite import SparseRunner, open_interpreter
+from agent.tflite import SparseRunner, available_runtime, open_interpreter
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,17 @@ class IntentClassifier:
         except OSError as err:
             raise ModelError(f"{info.tflite_path}: cannot read: {err.strerror or err}") from None
         check_tflite(info.tflite_path, content, info.tflite_sha256)
+        self.runtime = available_runtime(runtime)
+
+        def new_interpreter() -> Any:
+            try:
+                return open_interpreter(info.tflite_path, self.runtime, threads, content)[0]
+            except (ValueError, RuntimeError) as err:
+                raise ModelError(f"{info.tflite_path}: cannot load: {err}") from None
+
         try:
-            self.interpreter, self.runtime = open_interpreter(
-                info.tflite_path, runtime, threads, content
-            )
+            self.runner = SparseRunner(new_interpreter)
         except (ValueError, RuntimeError) as err:
-            raise ModelError(f"{info.tflite_path}: cannot load: {err}") from None
-        try:
-            self.runner = SparseRunner(self.interpreter)
-        except ValueError as err:
             raise ModelError(f"{info.tflite_path}: {err}") from None
         if self.runner.dim != info.featurizer.dim or self.runner.classes != len(info.labels):
             raise ModelError(

@@ -68,15 +68,17 @@ def tokenize(text: str) -> list[str]:
 class Occurrences(NamedTuple):
     """A sentence as the intent model takes it: every feature occurrence, repeats kept.
 
-    ``words`` holds the buckets of the word n-grams (weight 1 each), ``chars`` those of the
-    character n-grams (weight ``char_weight`` each), and ``scale`` the factor that makes
-    the summed vector unit length. The model sums one kernel row per occurrence and
-    multiplies by ``scale``: the product of the L2-normalized vector with its first layer,
-    with no per-bucket weights to compute, quantize or feed.
+    ``ids`` holds the bucket of each occurrence (int32, what the model gathers) and
+    ``weights`` its weight (float32: 1 for a word n-gram, ``char_weight`` for a character
+    n-gram), word by word (the word, then its character n-grams), then the word pairs;
+    ``scale`` is the factor that makes the summed vector unit length. The model sums one
+    kernel row per occurrence, times its weight, and multiplies by ``scale``: the product
+    of the L2-normalized vector with its first layer, touching only the rows the sentence
+    has.
     """
 
-    words: np.ndarray
-    chars: np.ndarray
+    ids: np.ndarray
+    weights: np.ndarray
     scale: float
 
 
@@ -88,11 +90,9 @@ class Featurizer:
         self._mask = config.dim - 1
         # The features of a word (or word pair) never change, so each is hashed once; a
         # command vocabulary is small, and the cache is bounded for open-ended input. Each
-        # entry is raw bytes: the word-level and character-level buckets (int32, what the
-        # model takes) and all buckets with their weights (intp, float64: what the norm
-        # takes). Joining bytes and viewing the result costs a fraction of concatenating
-        # dozens of small arrays.
-        self._cache: dict[str, tuple[bytes, bytes, bytes, bytes]] = {}
+        # entry is raw bytes, the buckets (int32) and their weights (float32): joining
+        # bytes and viewing the result costs a fraction of concatenating small arrays.
+        self._cache: dict[str, tuple[bytes, bytes]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # A pickled featurizer (inside a cached teacher) is its settings; the word cache is
@@ -105,29 +105,24 @@ class Featurizer:
     def _hash(self, feature: str) -> int:
         return zlib.crc32(feature.encode("utf-8")) & self._mask
 
-    def _unit(self, key: str) -> tuple[bytes, bytes, bytes, bytes]:
+    def _unit(self, key: str) -> tuple[bytes, bytes]:
         """The cached features of one word (``key`` has no space) or word n-gram."""
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         cfg = self.config
-        chars: list[int] = []
         if " " in key:
-            words = [self._hash(f"{key.count(' ') + 1}:{key}")]
+            ids = [self._hash(f"{key.count(' ') + 1}:{key}")]
         else:
-            words = [self._hash("w:" + key)]
+            ids = [self._hash("w:" + key)]
             if cfg.char_max:
                 marked = f"<{key}>"
                 for n in range(cfg.char_min, cfg.char_max + 1):
-                    chars.extend(
+                    ids.extend(
                         self._hash("c:" + marked[i : i + n]) for i in range(len(marked) - n + 1)
                     )
-        result = (
-            np.array(words, np.int32).tobytes(),
-            np.array(chars, np.int32).tobytes(),
-            np.array(words + chars, np.intp).tobytes(),
-            np.array([1.0] * len(words) + [cfg.char_weight] * len(chars), np.float64).tobytes(),
-        )
+        weights = [1.0] + [cfg.char_weight] * (len(ids) - 1)
+        result = (np.array(ids, np.int32).tobytes(), np.array(weights, np.float32).tobytes())
         if len(self._cache) < 200_000:
             self._cache[key] = result
         return result
@@ -137,26 +132,22 @@ class Featurizer:
         units = [self._unit(word) for word in words]
         for n in range(2, self.config.word_ngrams + 1):
             units.extend(self._unit(" ".join(words[i : i + n])) for i in range(len(words) - n + 1))
-        word_ids = np.frombuffer(b"".join([u[0] for u in units]), np.int32)
-        char_ids = np.frombuffer(b"".join([u[1] for u in units]), np.int32)
-        if not len(word_ids):
-            return Occurrences(word_ids, char_ids, 0.0)
+        ids = np.frombuffer(b"".join([u[0] for u in units]), np.int32)
+        weights = np.frombuffer(b"".join([u[1] for u in units]), np.float32)
+        if not len(ids):
+            return Occurrences(ids, weights, 0.0)
         # The norm of the merged vector, in which a bucket hit twice (a repeated word, a
         # character n-gram shared by two words, a hash collision) holds the sum of its
-        # weights: what the model was trained on. One bincount beats summing in place.
-        merged = np.bincount(
-            np.frombuffer(b"".join([u[2] for u in units]), np.intp),
-            np.frombuffer(b"".join([u[3] for u in units]), np.float64),
-            self.config.dim,
-        )
-        return Occurrences(word_ids, char_ids, 1.0 / math.sqrt(merged @ merged))
+        # weights: what the model was trained on. One bincount beats summing in place, and
+        # ndarray.dot skips matmul's dispatch, which costs more than the product here.
+        merged = np.bincount(ids, weights, self.config.dim)
+        return Occurrences(ids, weights, 1.0 / math.sqrt(merged.dot(merged)))
 
     def into(self, text: str, out: np.ndarray) -> np.ndarray:
         """Write the vector of ``text`` into the preallocated ``out``."""
         out.fill(0.0)
-        words, chars, scale = self.occurrences(tokenize(text))
-        np.add.at(out, words, np.float32(scale))
-        np.add.at(out, chars, np.float32(scale * self.config.char_weight))
+        ids, weights, scale = self.occurrences(tokenize(text))
+        np.add.at(out, ids, weights * np.float32(scale))
         return out
 
     def vector(self, text: str) -> np.ndarray:

@@ -15,11 +15,12 @@ from typing import Any
 from agent.featurize import FeaturizerConfig
 from agent.slots import SlotValue
 
-FORMAT = 3
-"""Version of the model directory. 3: ``intent.tflite`` takes a sentence's feature
-occurrences (``words``, ``chars`` and ``scale``, see ``agent.tflite.SparseRunner``). Older
-models (format 1: one dense ``[1, dim]`` input; 2: bucket ids with float weights) are
-refused with a request to rebuild them."""
+FORMAT = 4
+"""Version of the model directory. 4: ``intent.tflite`` takes a sentence's feature
+occurrences at any length (``ids``, ``weights`` and ``scale``, see
+``agent.tflite.SparseRunner``). Older models (format 1: one dense ``[1, dim]`` input; 2:
+bucket ids with float weights; 3: fixed-length ``words`` and ``chars``) are refused with a
+request to rebuild them."""
 METADATA_FILE = "model.json"
 TFLITE_FILE = "intent.tflite"
 GRAMMAR_FILE = "grammar.json"

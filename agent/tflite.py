@@ -7,6 +7,7 @@ successor, and ``tensorflow.lite`` is the last resort on a workstation.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,17 @@ def open_interpreter(
     return interpreter, runtime
 
 
-INPUTS = ("words", "chars", "scale")
-"""The intent model's inputs (format 3): int32 ``[1, Kw]`` and ``[1, Kc]`` buckets, float32
-``[1, 1]``; see :class:`agent.featurize.Occurrences`."""
+INPUTS = ("ids", "weights", "scale")
+"""The intent model's inputs (format 4): int32 ``[1, K]`` buckets and their float32
+``[1, K]`` weights, ``K`` any length, and the float32 ``[1, 1]`` scale; see
+:class:`agent.featurize.Occurrences`."""
+
+SLOT_STEP = 32
+"""Occurrences are fed in blocks of this many: each block size has an interpreter of its
+own, so a sentence pays for at most this many padding slots."""
+MAX_SLOTS = 512
+"""The most occurrences fed per sentence; a longer one keeps its first. Spoken commands
+have 20-150, the public data sets' test sentences up to ~350."""
 
 
 def _input_name(detail: dict[str, Any]) -> str:
@@ -82,45 +91,64 @@ def _input_name(detail: dict[str, Any]) -> str:
     return name.removeprefix("serving_default_")
 
 
+class _Block:
+    """One interpreter sized for up to ``size`` occurrences, and its input buffers."""
+
+    __slots__ = ("ids", "interpreter", "used", "weights")
+
+    def __init__(self, interpreter: Any, size: int, pad: int) -> None:
+        self.interpreter = interpreter
+        self.ids = np.full((1, size), pad, np.int32)
+        self.weights = np.zeros((1, size), np.float32)
+        self.used = 0
+        """Slots the last sentence filled; only those need resetting to padding."""
+
+
 class SparseRunner:
     """Feeds an intent model a sentence's feature occurrences and reads its raw output.
 
-    The model (format 3, see ``convert/quantize.py``) takes the buckets of the sentence's
-    word n-grams and character n-grams, each padded to a fixed length with the bucket
-    ``dim`` (a kernel row of zeros), and the scale that normalizes their sum. It gathers
-    one first-layer row per occurrence and sums them with constant weights, so the work
-    per sentence follows the ~100 features it has, not the thousands of buckets it could
-    touch, and no per-sentence weights need quantizing. A sentence with more occurrences
-    than the model takes keeps the first ones (the file's sizes hold 99% of the training
-    sentences). The runtime classifier and the build's evaluation both run models this
-    way, so the numbers in a model's report are the numbers the Pi computes.
+    The model (format 4, see ``convert/quantize.py``) takes the buckets of the sentence's
+    n-gram occurrences, their weights and the scale that normalizes their sum. It gathers
+    one first-layer row per occurrence and sums them weighted, so the work per sentence
+    follows the ~20-150 features it has, not the thousands of buckets it could touch. Its
+    inputs have no fixed length, but resizing an interpreter costs more than a sentence:
+    so there is one interpreter per block of :data:`SLOT_STEP` slots (sharing the model's
+    bytes), each sized once, and a sentence runs on the smallest that holds it, padded
+    with the bucket ``dim`` (a kernel row of zeros) at weight 0. The runtime classifier and
+    the build's evaluation both run models this way, so the numbers in a model's report
+    are the numbers the Pi computes.
     """
 
-    def __init__(self, interpreter: Any) -> None:
-        self.interpreter = interpreter
-        inputs = {_input_name(d): d for d in interpreter.get_input_details()}
-        if sorted(inputs) != sorted(INPUTS) or any(
-            inputs[name]["dtype"] != np.int32 for name in INPUTS[:2]
-        ):
+    def __init__(self, new_interpreter: Callable[[], Any], max_slots: int = MAX_SLOTS) -> None:
+        """``new_interpreter`` returns a fresh interpreter of the model each call."""
+        first = new_interpreter()
+        inputs = {_input_name(d): d for d in first.get_input_details()}
+        if sorted(inputs) != sorted(INPUTS) or inputs["ids"]["dtype"] != np.int32:
             raise ValueError(
-                "not an intent model of this version (expected int32 words and chars and"
-                " a float32 scale); rebuild it with 'voice-agent convert'"
+                "not an intent model of this version (expected int32 ids, weights and a"
+                " scale); rebuild it with 'voice-agent convert'"
             )
-        out = interpreter.get_output_details()[0]
-        self.dim = self._buckets(interpreter) - 1
+        out = first.get_output_details()[0]
+        self.dim = self._buckets(first) - 1
         """The featurizer dim the model was built for; bucket ``dim`` is the padding."""
         self.classes = int(out["shape"][-1])
-        words, chars, scale = (inputs[name] for name in INPUTS)
-        self.word_slots = int(words["shape"][-1])
-        self.char_slots = int(chars["shape"][-1])
-        self._indices = (words["index"], chars["index"], scale["index"])
+        self.max_slots = max_slots
+        self._indices = tuple(inputs[name]["index"] for name in INPUTS)
         self._output_index = out["index"]
         self._out_scale, self._out_zero = out["quantization"]
-        # Preallocated inputs, all padding; only the slots a sentence used need resetting.
-        self._words = np.full((1, self.word_slots), self.dim, np.int32)
-        self._chars = np.full((1, self.char_slots), self.dim, np.int32)
         self._scale = np.zeros((1, 1), np.float32)
-        self._used = [0, 0]
+        self._blocks: list[_Block] = []
+        for size in range(SLOT_STEP, max_slots + SLOT_STEP, SLOT_STEP):
+            interpreter = new_interpreter() if self._blocks else first
+            for index in self._indices[:2]:
+                interpreter.resize_tensor_input(index, [1, size])
+            interpreter.allocate_tensors()
+            self._blocks.append(_Block(interpreter, size, self.dim))
+
+    @property
+    def interpreter(self) -> Any:
+        """The interpreter of the smallest block (for inspecting the model's tensors)."""
+        return self._blocks[0].interpreter
 
     @staticmethod
     def _buckets(interpreter: Any) -> int:
@@ -132,23 +160,23 @@ class SparseRunner:
                 return int(tensors[op["inputs"][0]]["shape"][0])
         raise ValueError("not an intent model of this version (no GATHER op)")
 
-    def _fill(self, slot: int, row: np.ndarray, ids: np.ndarray) -> None:
-        n = min(len(ids), row.shape[0])
-        row[:n] = ids[:n]
-        if self._used[slot] > n:
-            row[n : self._used[slot]] = self.dim  # what the previous, longer sentence left
-        self._used[slot] = n
-
     def raw(self, features: Occurrences) -> np.ndarray:
         """The output tensor as the model wrote it (int8 or float); valid until the next call."""
-        self._fill(0, self._words[0], features.words)
-        self._fill(1, self._chars[0], features.chars)
+        n = min(len(features.ids), self.max_slots)
+        block = self._blocks[(n - 1) // SLOT_STEP if n else 0]
+        ids, weights = block.ids[0], block.weights[0]
+        ids[:n] = features.ids[:n]
+        weights[:n] = features.weights[:n]
+        if block.used > n:  # what the previous, longer sentence left
+            ids[n : block.used] = self.dim
+            weights[n : block.used] = 0.0
+        block.used = n
         self._scale[0, 0] = features.scale
-        words, chars, scale = self._indices
-        interpreter = self.interpreter
-        interpreter.set_tensor(words, self._words)
-        interpreter.set_tensor(chars, self._chars)
-        interpreter.set_tensor(scale, self._scale)
+        interpreter = block.interpreter
+        index_ids, index_weights, index_scale = self._indices
+        interpreter.set_tensor(index_ids, block.ids)
+        interpreter.set_tensor(index_weights, block.weights)
+        interpreter.set_tensor(index_scale, self._scale)
         interpreter.invoke()
         return interpreter.get_tensor(self._output_index)[0]
 

@@ -52,8 +52,8 @@ def child(model: str, runtime: str, dim: int, texts_file: str, runs: int) -> Non
     else:  # a bare .tflite from bench/nlu.py
         config = FeaturizerConfig(dim=dim)
     featurizer = Featurizer(config)
-    interpreter, _ = open_interpreter(path, runtime, threads=1)
-    runner = SparseRunner(interpreter)
+    content = path.read_bytes()
+    runner = SparseRunner(lambda: open_interpreter(path, runtime, 1, content)[0])
     texts = json.loads(Path(texts_file).read_text())
     for text in texts:  # warm up: hash every word once, as a long-running daemon has
         runner.raw(featurizer.occurrences(tokenize(text)))

@@ -90,9 +90,8 @@ def _child(kind: str, model_path: str, texts_path: str, out_path: str, n_latency
         from agent.tflite import SparseRunner
 
         featurizer = Featurizer(FeaturizerConfig.from_json(payload["featurizer"]))
-        interpreter = Interpreter(model_path=model_path, num_threads=1)
-        interpreter.allocate_tensors()
-        runner = SparseRunner(interpreter)
+        content = Path(model_path).read_bytes()
+        runner = SparseRunner(lambda: Interpreter(model_content=content, num_threads=1))
 
         # The Pi's path: agent.classifier.IntentClassifier runs the model the same way.
         def run(text: str) -> np.ndarray:
@@ -291,14 +290,11 @@ def sparse_features(featurizer: Featurizer, texts: list[str]) -> Any:
     from agent.featurize import tokenize
 
     indptr, indices, values = [0], [], []
-    weight = featurizer.config.char_weight
     for text in texts:
-        words, chars, scale = featurizer.occurrences(tokenize(text))
-        indices.append(np.concatenate([words, chars]))
-        values.append(
-            np.concatenate([np.full(len(words), scale), np.full(len(chars), scale * weight)])
-        )
-        indptr.append(indptr[-1] + len(words) + len(chars))
+        ids, weights, scale = featurizer.occurrences(tokenize(text))
+        indices.append(ids)
+        values.append(weights.astype(np.float64) * scale)
+        indptr.append(indptr[-1] + len(ids))
     # Repeated buckets are summed by the conversion to canonical form: the dense vector.
     matrix = csr_matrix(
         (  # (data, indices, indptr)
@@ -453,7 +449,7 @@ def bench_dataset(
     from agent.featurize import tokenize
     from convert.distill import FitConfig, fit
     from convert.model import MlpConfig, build_mlp
-    from convert.quantize import choose_sizes, to_tflite
+    from convert.quantize import to_tflite
 
     started = time.time()
     log = print if args.verbose else (lambda *a, **k: None)
@@ -528,16 +524,13 @@ def bench_dataset(
     rng = np.random.default_rng(args.seed)
     sample = rng.choice(len(train_texts), min(500, len(train_texts)), False)
     representative = [occurrences[i] for i in np.sort(sample)]
-    sizes = choose_sizes(occurrences)
-    log(f"[{data.name}] student inputs: {sizes[0]} word and {sizes[1]} character n-grams")
+    filled = [len(o.ids) for o in occurrences]
+    log(
+        f"[{data.name}] feature occurrences per train sentence: p50"
+        f" {np.percentile(filled, 50):.0f}, p99 {np.percentile(filled, 99):.0f}"
+    )
     for mode, name in (("float32", "float"), ("int8", "int8")):
-        blob = to_tflite(
-            student,
-            representative,
-            mode,
-            char_weight=student_featurizer.char_weight,
-            sizes=sizes,
-        )
+        blob = to_tflite(student, representative, mode)
         path = work / f"student-{mode}.tflite"
         path.write_bytes(blob)
         scores, stats = _run_child(

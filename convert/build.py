@@ -26,6 +26,7 @@ import numpy as np
 from agent import __version__
 from agent.featurize import Featurizer, FeaturizerConfig, tokenize
 from agent.metadata import FORMAT, GRAMMAR_FILE, METADATA_FILE, NONE_LABEL, TFLITE_FILE
+from agent.tflite import MAX_SLOTS, SLOT_STEP
 from convert.distill import FitConfig, fit
 from convert.evaluate import (
     Rejection,
@@ -40,7 +41,7 @@ from convert.evaluate import (
 from convert.grammar import vosk_grammar, vosk_vocabulary
 from convert.model import MlpConfig, build_mlp
 from convert.prune import MagnitudePruner, sparsity
-from convert.quantize import Mode, choose_sizes, to_tflite
+from convert.quantize import Mode, to_tflite
 from convert.report import write_report
 from convert.sentences import NONE_INTENT, Example, expand_negatives, expand_spec
 from convert.spec import Spec
@@ -203,16 +204,11 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
     x_train = featurizer.transform(train_texts)
     n_classes = len(labels)
     stages: list[StageResult] = []
-    # Every training sentence sizes the model's inputs; 300 of them calibrate int8.
+    # 300 training sentences calibrate int8; all of them say how many slots a command fills.
     features = [featurizer.occurrences(tokenize(text)) for text in train_texts]
     order = np.random.default_rng(options.seed).permutation(len(features))[:300]
-    representative = [features[i] for i in order]
-    export = partial(
-        to_tflite,
-        representative=representative,
-        char_weight=featurizer.config.char_weight,
-        sizes=choose_sizes(features),
-    )
+    export = partial(to_tflite, representative=[features[i] for i in order])
+    filled = [min(len(f.ids), MAX_SLOTS) for f in features]
 
     def epochs(stage: str, total: int) -> Callable[[int, float], None]:
         return lambda epoch, loss: progress(f"[{stage}] epoch {epoch + 1}/{total} loss {loss:.4f}")
@@ -336,9 +332,15 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
             "transfer": len(transfer_texts),
         },
         "stages": [s.to_json() for s in stages],
-        # Every TFLite stage takes a sentence as at most this many word and character
-        # n-gram occurrences.
-        "inputs": {"words": final_model.runner.word_slots, "chars": final_model.runner.char_slots},
+        # Feature occurrences per training sentence: the slots of the TFLite input a command
+        # fills (at most MAX_SLOTS, in blocks of SLOT_STEP), which its invoke time follows.
+        "occurrences": {
+            "p50": int(np.percentile(filled, 50)),
+            "p99": int(np.percentile(filled, 99)),
+            "max": max(filled),
+            "slots_max": MAX_SLOTS,
+            "slots_step": SLOT_STEP,
+        },
         "rejection": asdict(rejection),
         "per_intent": per_class_f1(cm_labels, y_held.copy(), cm_pred),
         "labels": cm_labels,

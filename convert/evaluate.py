@@ -42,10 +42,14 @@ class TFLiteModel:
     def __init__(self, content: bytes, featurizer: Featurizer) -> None:
         self.content = content
         self.featurizer = featurizer
-        with silenced():
-            interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
-            interpreter.allocate_tensors()
-        self.runner = SparseRunner(interpreter)
+
+        def new_interpreter() -> tf.lite.Interpreter:
+            with silenced():
+                interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
+                interpreter.allocate_tensors()
+            return interpreter
+
+        self.runner = SparseRunner(new_interpreter)
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         return np.stack(

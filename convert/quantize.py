@@ -3,19 +3,19 @@ or full-integer int8.
 
 Training stays dense in Keras (fast on a batch). The exported graph instead takes a
 sentence as its feature occurrences (:class:`agent.featurize.Occurrences`): the buckets of
-its word n-grams (int32 ``[1, Kw]``) and character n-grams (``[1, Kc]``), padded with the
-bucket ``dim`` whose kernel row is zero, and the float ``scale`` that normalizes their sum.
-It gathers one kernel row per occurrence and sums them with a *constant* weight vector
-(1 for a word n-gram, ``char_weight`` for a character n-gram), then multiplies by the
-scale: the dense product, at ``(Kw + Kc) x hidden`` multiply-adds instead of
-``dim x hidden``.
+its n-grams (int32 ``[1, K]``), their weights (float32 ``[1, K]``: 1 for a word n-gram,
+``char_weight`` for a character n-gram) and the float ``scale`` that normalizes their sum.
+It gathers one kernel row per occurrence, sums the rows weighted and multiplies by the
+scale: the dense product, at ``K x hidden`` multiply-adds instead of ``dim x hidden``.
 
-The constant weights are what make it fast in tflite_runtime 2.14: the sum becomes a
-TRANSPOSE (which XNNPACK takes) and a FULLY_CONNECTED of ``hidden`` rows against one
-constant output channel, a shape its x86 int8 kernel runs quickly, where the previous
-graph (bucket ids with per-sentence float weights, one BATCH_MATMUL) ran a slow one:
-4096 x 96, K 128: 84 -> ~22 µs per invoke on this machine (bench/latency.py). ``Kw`` and
-``Kc`` are fixed in the file (:func:`choose_sizes`).
+``K`` is left open in the file, and the runtime feeds each sentence in the smallest block
+of 32 slots that holds it (:class:`agent.tflite.SparseRunner`), padded with the bucket
+``dim`` (a kernel row of zeros) at weight 0, so a sentence pays for the occurrences it
+has. The weighted sum is written so that the converter makes it a TRANSPOSE (which
+XNNPACK takes) and a FULLY_CONNECTED of ``hidden`` rows against one output channel, the
+shape tflite_runtime 2.14's x86 int8 kernel runs fastest: its integer products run at
+about 1.5 multiply-adds per ns on this machine, so the cost follows ``K``
+(bench/latency.py).
 
 Full-integer int8 calibrates every activation range on a representative set of real
 sentences, so the Pi runs only integer kernels and the file is about a quarter of the
@@ -33,36 +33,12 @@ import numpy as np
 import tensorflow as tf
 
 from agent.featurize import Occurrences
+from agent.tflite import MAX_SLOTS, SLOT_STEP
 from convert.quiet import silenced
 from convert.rewrite import swap_output_layer
 
 Mode = Literal["float32", "float16", "int8"]
 MODES: tuple[Mode, ...] = ("float32", "float16", "int8")
-
-SLOT_STEP = 16
-"""Sizes are multiples of this: padding costs as much as a feature, so round up finely."""
-MAX_WORDS = 256
-MAX_CHARS = 1024
-"""The most occurrences a model takes per sentence. Spoken commands have 5-30 word and
-15-120 character n-grams; the public data sets' test sentences up to ~60 and ~300."""
-
-
-def _size(counts: list[int], cap: int) -> int:
-    need = float(np.percentile(counts, 99)) if counts else 0.0
-    return int(min(cap, max(SLOT_STEP, -(-int(np.ceil(need)) // SLOT_STEP) * SLOT_STEP)))
-
-
-def choose_sizes(representative: Sequence[Occurrences]) -> tuple[int, int]:
-    """``(Kw, Kc)``, the word and character occurrences fed per sentence: the 99th
-    percentile of the representative sentences', rounded up to a multiple of 16.
-
-    The first layer's cost grows linearly in ``Kw + Kc``, so a spec of short commands
-    gets small sizes; the rare longer sentence keeps its first occurrences.
-    """
-    return (
-        _size([len(r.words) for r in representative], MAX_WORDS),
-        _size([len(r.chars) for r in representative], MAX_CHARS),
-    )
 
 
 def dense_layers(model: keras.Model) -> tuple[keras.layers.Dense, keras.layers.Dense]:
@@ -104,66 +80,48 @@ def sparse_weights(model: keras.Model) -> tuple[np.ndarray, ...]:
     )
 
 
-def padded(ids: np.ndarray, size: int, pad: int) -> np.ndarray:
-    """``ids`` as a ``[1, size]`` int32 row: cut to ``size``, or padded with ``pad``."""
-    row = np.full((1, size), pad, np.int32)
-    n = min(len(ids), size)
-    row[0, :n] = ids[:n]
-    return row
-
-
-def sparse_samples(
-    representative: Sequence[Occurrences], sizes: tuple[int, int], dim: int
-) -> Iterator[list[np.ndarray]]:
-    """Calibration inputs: each sentence as the runtime would feed it."""
+def sparse_samples(representative: Sequence[Occurrences], dim: int) -> Iterator[list[np.ndarray]]:
+    """Calibration inputs: each sentence as the runtime feeds it, all in the block that
+    holds the longest (TensorFlow's calibrator sizes the graph once, on the first)."""
+    longest = max((min(len(f.ids), MAX_SLOTS) for f in representative), default=0)
+    size = max(SLOT_STEP, -(-longest // SLOT_STEP) * SLOT_STEP)
     for features in representative:
-        yield [
-            padded(features.words, sizes[0], dim),
-            padded(features.chars, sizes[1], dim),
-            np.array([[features.scale]], np.float32),
-        ]
+        n = min(len(features.ids), size)
+        ids = np.full((1, size), dim, np.int32)
+        weights = np.zeros((1, size), np.float32)
+        ids[0, :n] = features.ids[:n]
+        weights[0, :n] = features.weights[:n]
+        yield [ids, weights, np.array([[features.scale]], np.float32)]
 
 
-def to_tflite(
-    model: keras.Model,
-    representative: Sequence[Occurrences],
-    mode: Mode,
-    *,
-    char_weight: float,
-    sizes: tuple[int, int] | None = None,
-) -> bytes:
+def to_tflite(model: keras.Model, representative: Sequence[Occurrences], mode: Mode) -> bytes:
     """Convert ``model`` (dense features -> logits) to a TFLite flatbuffer from a sentence's
     feature occurrences to probabilities.
 
     ``representative`` holds real sentences' features (training sentences): they calibrate
-    the int8 ranges and, unless ``sizes`` is given, choose ``(Kw, Kc)``. ``char_weight`` is
-    the featurizer's (it is folded into the graph as a constant).
+    the int8 ranges.
     """
-    if sizes is None:
-        sizes = choose_sizes(representative)
     kernel, bias, out_kernel, out_bias = sparse_weights(model)
     dim, hidden = kernel.shape
     # Row ``dim`` is the padding: zero, so a padded slot adds nothing (exactly, in int8 too:
-    # the equalized kernel has zero point 0).
+    # the equalized kernel has zero point 0), whatever its weight.
     padded_kernel = np.vstack([kernel, np.zeros((1, hidden), np.float32)])
-    weights = np.concatenate(
-        [np.ones(sizes[0], np.float32), np.full(sizes[1], char_weight, np.float32)]
-    )[None, :]
 
     @tf.function(
         input_signature=[
-            tf.TensorSpec([1, sizes[0]], tf.int32, name="words"),
-            tf.TensorSpec([1, sizes[1]], tf.int32, name="chars"),
+            tf.TensorSpec([1, None], tf.int32, name="ids"),
+            tf.TensorSpec([1, None], tf.float32, name="weights"),
             tf.TensorSpec([1, 1], tf.float32, name="scale"),
         ],
         autograph=False,  # straight-line code; nothing for AutoGraph to rewrite
     )
-    def classify(words: tf.Tensor, chars: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
-        ids = tf.concat([words[0], chars[0]], axis=0)  # [K]
-        rows = tf.gather(tf.constant(padded_kernel), ids)  # [K, hidden]
-        # A constant left operand: the converter makes it TRANSPOSE + FULLY_CONNECTED
-        # with one constant output channel, the fast shape (see the module docstring).
-        summed = tf.matmul(tf.constant(weights), rows)  # [1, hidden]
+    def classify(ids: tf.Tensor, weights: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+        rows = tf.gather(tf.constant(padded_kernel), ids[0])  # [K, hidden]
+        # rows^T [hidden, K] times weights^T [K, 1]: the converter makes it TRANSPOSE +
+        # FULLY_CONNECTED with the weights as its one output channel, the fast shape (see
+        # the module docstring); weights [1, K] times rows would be a slow BATCH_MATMUL.
+        column = tf.matmul(tf.transpose(rows), weights, transpose_b=True)  # [hidden, 1]
+        summed = tf.reshape(column, [1, hidden])
         activations = tf.nn.relu(summed * scale + bias)
         logits = tf.matmul(activations, tf.constant(out_kernel)) + out_bias
         return tf.nn.softmax(logits, name="probabilities")
@@ -176,9 +134,9 @@ def to_tflite(
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif mode == "int8":
-        converter.representative_dataset = lambda: sparse_samples(representative, sizes, dim)
+        converter.representative_dataset = lambda: sparse_samples(representative, dim)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        # The scale stays a float input, quantized by the graph's first op.
+        # The weights and the scale stay float inputs, quantized by the graph's first ops.
         converter.inference_input_type = tf.float32
         converter.inference_output_type = tf.int8
     with silenced():

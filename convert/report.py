@@ -34,6 +34,7 @@ def stage_table(stages: list[dict[str, Any]]) -> list[str]:
 
 def markdown(report: dict[str, Any]) -> str:
     counts = report["counts"]
+    occ = report["occurrences"]
     rej = report["rejection"]
     lines = [
         f"# Model report: {report['name']}",
@@ -48,9 +49,10 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Accuracy is arg-max over every label on the held-out split; latency is one sentence,"
         " featurize + invoke, one thread, on the build machine. The TFLite stages take a"
-        f" sentence as its feature occurrences (at most {report['inputs']['words']} word and"
-        f" {report['inputs']['chars']} character n-grams) and gather only those rows of the"
-        " first layer.",
+        " sentence as its feature occurrences (a training sentence has"
+        f" {occ['p50']} at the median, {occ['p99']} at the 99th percentile; they are fed in"
+        f" blocks of {occ['slots_step']} slots, up to {occ['slots_max']}) and gather only"
+        " those rows of the first layer.",
         "",
         *stage_table(report["stages"]),
         "",

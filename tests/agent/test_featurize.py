@@ -59,21 +59,22 @@ def test_occurrences_keep_repeats_and_scale_to_the_merged_unit_vector() -> None:
     featurizer = Featurizer(config)
     words = tokenize("turn the light in the kitchen on and the light in the hall off")
     features = featurizer.occurrences(words)
-    expected_words = [zlib.crc32(f"w:{word}".encode()) & 63 for word in words]
-    pairs = [" ".join(pair) for pair in itertools.pairwise(words)]
-    expected_words += [zlib.crc32(f"2:{pair}".encode()) & 63 for pair in pairs]
-    expected_chars = []
+    # Word by word (the word, then its character n-grams), then the word pairs.
+    expected: list[tuple[int, float]] = []
     for word in words:
+        expected.append((zlib.crc32(f"w:{word}".encode()) & 63, 1.0))
         marked = f"<{word}>"
         for n in range(config.char_min, config.char_max + 1):
             for i in range(len(marked) - n + 1):
-                expected_chars.append(zlib.crc32(f"c:{marked[i : i + n]}".encode()) & 63)
-    assert features.words.tolist() == expected_words
-    assert features.chars.tolist() == expected_chars
+                bucket = zlib.crc32(f"c:{marked[i : i + n]}".encode()) & 63
+                expected.append((bucket, config.char_weight))
+    pairs = [" ".join(pair) for pair in itertools.pairwise(words)]
+    expected += [(zlib.crc32(f"2:{pair}".encode()) & 63, 1.0) for pair in pairs]
+    assert features.ids.dtype == np.int32 and features.weights.dtype == np.float32
+    assert list(zip(features.ids.tolist(), features.weights.tolist(), strict=True)) == expected
     merged = np.zeros(64, np.float64)
-    np.add.at(merged, expected_words, 1.0)
-    np.add.at(merged, expected_chars, config.char_weight)
-    assert len(set(expected_words + expected_chars)) < len(expected_words + expected_chars)
+    np.add.at(merged, [b for b, _ in expected], [w for _, w in expected])
+    assert len({b for b, _ in expected}) < len(expected)
     assert features.scale == pytest.approx(1 / np.linalg.norm(merged), rel=1e-12)
     # The dense vector the model is trained on is that merged vector, scaled.
     np.testing.assert_allclose(
@@ -85,7 +86,7 @@ def test_occurrences_keep_repeats_and_scale_to_the_merged_unit_vector() -> None:
 
 def test_empty_sentence_has_no_occurrences() -> None:
     features = Featurizer(FeaturizerConfig(dim=64)).occurrences([])
-    assert (len(features.words), len(features.chars), features.scale) == (0, 0, 0.0)
+    assert (len(features.ids), len(features.weights), features.scale) == (0, 0, 0.0)
 
 
 def test_same_vector_in_another_process() -> None:
@@ -118,6 +119,6 @@ def test_a_pickled_featurizer_is_its_settings() -> None:
     assert copy.config == featurizer.config
     assert copy._cache == {}
     after = copy.occurrences(words)
-    assert after.words.tolist() == before.words.tolist()
-    assert after.chars.tolist() == before.chars.tolist()
+    assert after.ids.tolist() == before.ids.tolist()
+    assert after.weights.tolist() == before.weights.tolist()
     assert after.scale == before.scale

@@ -52,15 +52,15 @@ def test_invalid_json(copy: Path) -> None:
     assert _error(copy) == f"{copy}/model.json:2: invalid JSON: Expecting value"
 
 
-@pytest.mark.parametrize("fmt", [1, 2, 99])
+@pytest.mark.parametrize("fmt", [1, 2, 3, 99])
 def test_other_format(copy: Path, fmt: int) -> None:
     # Format 1 is the dense-input model (one [1, dim] input), format 2 took bucket ids and
-    # float weights: this runtime feeds neither.
+    # float weights, format 3 fixed-length words and chars: this runtime feeds none.
     data = json.loads((copy / "model.json").read_text())
     data["format"] = fmt
     (copy / "model.json").write_text(json.dumps(data))
     assert _error(copy) == (
-        f"{copy}/model.json: model format {fmt} is not supported by this version (expected 3);"
+        f"{copy}/model.json: model format {fmt} is not supported by this version (expected 4);"
         " rebuild the model with 'voice-agent convert'"
     )
 

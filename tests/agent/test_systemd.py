@@ -388,8 +388,7 @@ from agent.recognizer import packaged_model_dir
 from agent.tflite import SparseRunner, open_interpreter
 model = "models/smart-home-en/intent.tflite"
 for threads in (1, 4):  # XNNPACK's thread pool too
-    interpreter, _ = open_interpreter(model, "tflite_runtime", threads)
-    runner = SparseRunner(interpreter)
+    runner = SparseRunner(lambda: open_interpreter(model, "tflite_runtime", threads)[0])
     features = Featurizer(FeaturizerConfig(dim=runner.dim)).occurrences(tokenize("lights on"))
     assert np.isfinite(runner.probabilities(features)).all()
 vosk.SetLogLevel(-1)

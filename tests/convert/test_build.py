@@ -15,7 +15,6 @@ from convert.sentences import Example
 from convert.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-KO_WORDS, KO_CHARS = 16, 48
 
 
 def test_model_directory_is_complete(built_ko: Path) -> None:
@@ -41,27 +40,28 @@ def test_tflite_is_full_integer_int8_with_a_sparse_first_layer(built_ko: Path) -
     )
     interpreter.allocate_tensors()
     inputs = {d["name"]: d for d in interpreter.get_input_details()}
-    assert set(inputs) == {"words", "chars", "scale"}
-    assert inputs["words"]["dtype"] == inputs["chars"]["dtype"] == np.int32
-    assert inputs["scale"]["dtype"] == np.float32
-    sizes = json.loads((built_ko / "report.json").read_text())["inputs"]
-    # Korean commands have at most ~10 word n-grams and ~40 character n-grams, the
-    # generated out-of-scope strings of up to five spec words more.
-    assert sizes == {"words": KO_WORDS, "chars": KO_CHARS}
-    assert inputs["words"]["shape"].tolist() == [1, sizes["words"]]
-    assert inputs["chars"]["shape"].tolist() == [1, sizes["chars"]]
+    assert set(inputs) == {"ids", "weights", "scale"}
+    assert inputs["ids"]["dtype"] == np.int32
+    assert inputs["weights"]["dtype"] == inputs["scale"]["dtype"] == np.float32
+    # Any number of occurrences: the runtime sizes the inputs per block of slots.
+    assert inputs["ids"]["shape_signature"].tolist() == [1, -1]
+    assert inputs["weights"]["shape_signature"].tolist() == [1, -1]
     assert inputs["scale"]["shape"].tolist() == [1, 1]
+    occurrences = json.loads((built_ko / "report.json").read_text())["occurrences"]
+    # Korean commands have ~10-50 feature occurrences, the generated out-of-scope strings
+    # of up to five spec words up to ~90: one to three blocks of 32 slots.
+    assert 10 <= occurrences["p50"] <= occurrences["p99"] <= occurrences["max"] <= 96
+    assert (occurrences["slots_max"], occurrences["slots_step"]) == (512, 32)
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
     ops = interpreter._get_ops_details()
-    # Quantize the scale; gather one int8 kernel row per occurrence; sum them with the
-    # constant weights (TRANSPOSE + FULLY_CONNECTED); scale; add the bias (ReLU fused);
-    # then the output layer, swapped (FULLY_CONNECTED + RESHAPE + ADD of the bias):
-    # integer kernels only.
+    # Quantize the weights and the scale; gather one int8 kernel row per occurrence; sum
+    # them weighted (TRANSPOSE + FULLY_CONNECTED); scale; add the bias (ReLU fused); then
+    # the output layer, swapped (FULLY_CONNECTED + RESHAPE + ADD of the bias): integer
+    # kernels only.
     assert [op["op_name"] for op in ops] == [
         "QUANTIZE",
+        "QUANTIZE",
         "STRIDED_SLICE",
-        "STRIDED_SLICE",
-        "CONCATENATION",
         "GATHER",
         "TRANSPOSE",
         "FULLY_CONNECTED",
@@ -77,11 +77,11 @@ def test_tflite_is_full_integer_int8_with_a_sparse_first_layer(built_ko: Path) -
     gather = next(op for op in ops if op["op_name"] == "GATHER")
     # The featurizer's 4096 buckets and the zero row that pads.
     assert tensors[gather["inputs"][0]]["shape"].tolist() == [4097, 96]
-    # The only float is the scale input, which QUANTIZE turns to int8. Everything else is
-    # int8 but bucket numbers, shapes and slice bounds.
+    # The only floats are the weights and scale inputs, which QUANTIZE turns to int8.
+    # Everything else is int8 but bucket numbers, shapes and slice bounds.
     floats = {i for i, t in tensors.items() if t["dtype"] == np.float32}
-    quantize = next(op for op in ops if op["op_name"] == "QUANTIZE")
-    assert floats == {inputs["scale"]["index"]} == set(quantize["inputs"])
+    quantized = {i for op in ops if op["op_name"] == "QUANTIZE" for i in op["inputs"]}
+    assert floats == {inputs["weights"]["index"], inputs["scale"]["index"]} == quantized
     int32 = {i for i, t in tensors.items() if t["dtype"] == np.int32}
     output_layer = [op for op in ops if op["op_name"] == "FULLY_CONNECTED"][-1]
     classes = len(json.loads((built_ko / "model.json").read_text())["labels"])

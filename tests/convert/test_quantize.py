@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agent.featurize import Featurizer, FeaturizerConfig, Occurrences, tokenize
-from agent.tflite import SparseRunner
+from agent.featurize import Featurizer, FeaturizerConfig, tokenize
+from agent.tflite import MAX_SLOTS, SLOT_STEP, SparseRunner
 from convert.build import split
 from convert.distill import FitConfig, fit
 from convert.model import MlpConfig, build_mlp
-from convert.quantize import choose_sizes, padded, sparse_weights, to_tflite
+from convert.quantize import sparse_samples, sparse_weights, to_tflite
 from convert.quiet import silenced
 from convert.rewrite import swap_output_layer
 from convert.sentences import expand_negatives, expand_spec
@@ -47,19 +47,15 @@ class Trained:
 
     def runner(self, mode: str) -> tuple[SparseRunner, bytes]:
         content = self.export(mode)
-        with silenced():
-            interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
-            interpreter.allocate_tensors()
-        return SparseRunner(interpreter), content
+
+        def new_interpreter() -> tf.lite.Interpreter:
+            with silenced():
+                return tf.lite.Interpreter(model_content=content, num_threads=1)
+
+        return SparseRunner(new_interpreter), content
 
     def export(self, mode: str) -> bytes:
-        return to_tflite(
-            self.model,
-            self.representative,
-            mode,  # type: ignore[arg-type]
-            char_weight=self.featurizer.config.char_weight,
-            sizes=choose_sizes(self.features),
-        )
+        return to_tflite(self.model, self.representative, mode)  # type: ignore[arg-type]
 
     def sparse_probabilities(self, runner: SparseRunner, texts: list[str]) -> np.ndarray:
         return np.stack(
@@ -86,12 +82,9 @@ def test_rescaled_weights_compute_the_same_function(trained: Trained) -> None:
 
 def test_float32_sparse_model_equals_keras(trained: Trained) -> None:
     runner, _ = trained.runner("float32")
-    assert (runner.word_slots, runner.char_slots, runner.dim, runner.classes) == (
-        32,
-        128,
-        4096,
-        trained.model.output_shape[-1],
-    )
+    assert (runner.dim, runner.classes) == (4096, trained.model.output_shape[-1])
+    # The example's commands fill up to ~150 slots: blocks of 32 up to 512 hold them all.
+    assert max(len(f.ids) for f in trained.features) <= 160
     got = trained.sparse_probabilities(runner, trained.texts)
     np.testing.assert_allclose(got, trained.keras_probabilities(trained.dense), atol=1e-5)
 
@@ -123,24 +116,39 @@ def test_long_sentence_keeps_its_first_occurrences(trained: Trained) -> None:
     runner, _ = trained.runner("float32")
     words = " ".join(f"kitchen{i} light{i} bedroom{i}" for i in range(40))
     features = trained.featurizer.occurrences(tokenize(words))
-    assert len(features.words) > runner.word_slots and len(features.chars) > runner.char_slots
-    # What the model sees: the first occurrences of each kind, at the full sentence's scale.
+    assert len(features.ids) > MAX_SLOTS == runner.max_slots
+    # What the model sees: the first occurrences, at the full sentence's scale.
     truncated = np.zeros((1, 4096), np.float32)
-    np.add.at(truncated[0], features.words[: runner.word_slots], features.scale)
-    weight = trained.featurizer.config.char_weight
-    np.add.at(truncated[0], features.chars[: runner.char_slots], features.scale * weight)
+    kept = slice(0, MAX_SLOTS)
+    np.add.at(truncated[0], features.ids[kept], features.weights[kept] * features.scale)
     np.testing.assert_allclose(
         runner.probabilities(features), trained.keras_probabilities(truncated)[0], atol=1e-5
     )
-    # The padding slots the long sentence used are cleared for the next, short one.
-    short = trained.featurizer.occurrences(tokenize("turn on the kitchen light"))
+    # Every block size gives the dense model's answer, and the slots a longer sentence
+    # used are cleared for the next, shorter one in the same block.
     fresh, _ = trained.runner("float32")
+    for n in (1, SLOT_STEP - 1, SLOT_STEP, SLOT_STEP + 1, 100, MAX_SLOTS):
+        part = features._replace(ids=features.ids[-n:], weights=features.weights[-n:])
+        dense = np.zeros((1, 4096), np.float32)
+        np.add.at(dense[0], part.ids, part.weights * part.scale)
+        want = trained.keras_probabilities(dense)[0]
+        np.testing.assert_allclose(runner.probabilities(part), want, atol=1e-5)
+        np.testing.assert_array_equal(runner.probabilities(part), fresh.probabilities(part))
+    short = trained.featurizer.occurrences(tokenize("turn on the kitchen light"))
     np.testing.assert_array_equal(runner.probabilities(short), fresh.probabilities(short))
 
 
-def test_padded_cuts_or_fills_with_the_padding_bucket() -> None:
-    assert padded(np.array([7, 3], np.int32), 4, 4096).tolist() == [[7, 3, 4096, 4096]]
-    assert padded(np.array([7, 3, 9], np.int32), 2, 4096).tolist() == [[7, 3]]
+def test_calibration_feeds_sentences_as_the_runtime_does(trained: Trained) -> None:
+    short = trained.featurizer.occurrences(tokenize("lights on"))
+    long = short._replace(ids=np.arange(40, dtype=np.int32), weights=np.ones(40, np.float32))
+    (ids, weights, scale), (ids2, weights2, _) = sparse_samples([short, long], 4096)
+    # One size for all (the block that holds the longest), padded with bucket dim at 0.
+    assert ids.shape == weights.shape == ids2.shape == (1, 2 * SLOT_STEP)
+    n = len(short.ids)
+    assert ids[0, :n].tolist() == short.ids.tolist() and set(ids[0, n:]) == {4096}
+    assert weights[0, :n].tolist() == short.weights.tolist() and weights[0, n:].sum() == 0
+    assert scale.tolist() == [[np.float32(short.scale)]]
+    assert ids2[0, :40].tolist() == list(range(40)) and weights2[0, :40].sum() == 40
 
 
 def test_dense_input_model_is_refused(trained: Trained) -> None:
@@ -150,18 +158,7 @@ def test_dense_input_model_is_refused(trained: Trained) -> None:
         interpreter = tf.lite.Interpreter(model_content=converter.convert())
         interpreter.allocate_tensors()
     with pytest.raises(ValueError, match="not an intent model of this version"):
-        SparseRunner(interpreter)
-
-
-def test_sizes_hold_the_99th_percentile_of_real_sentences(trained: Trained) -> None:
-    words, chars = choose_sizes(trained.features)
-    assert (words, chars) == (32, 128)  # the example's commands: up to ~30 and ~120
-    assert np.mean([len(f.words) <= words for f in trained.features]) >= 0.99
-    assert np.mean([len(f.chars) <= chars for f in trained.features]) >= 0.99
-    many = Occurrences(np.zeros(5000, np.int32), np.zeros(5000, np.int32), 1.0)
-    assert choose_sizes([many]) == (256, 1024)  # capped
-    one = Occurrences(np.zeros(1, np.int32), np.zeros(3, np.int32), 1.0)
-    assert choose_sizes([one]) == (16, 16)  # at least one step
+        SparseRunner(lambda: interpreter)
 
 
 def test_output_layer_is_swapped_into_the_fast_shape(trained: Trained) -> None:
