@@ -113,10 +113,12 @@ class SparseRunner:
     follows the ~20-150 features it has, not the thousands of buckets it could touch. Its
     inputs have no fixed length, but resizing an interpreter costs more than a sentence:
     so there is one interpreter per block of :data:`SLOT_STEP` slots (sharing the model's
-    bytes), each sized once, and a sentence runs on the smallest that holds it, padded
-    with the bucket ``dim`` (a kernel row of zeros) at weight 0. The runtime classifier and
-    the build's evaluation both run models this way, so the numbers in a model's report
-    are the numbers the Pi computes.
+    bytes), sized once, and a sentence runs on the smallest that holds it, padded with
+    the bucket ``dim`` (a kernel row of zeros) at weight 0. A block's interpreter is made
+    the first time a sentence needs it (~0.5 ms, once): commands use two or three of the
+    sixteen, and each interpreter with ``threads`` > 1 has a thread pool of its own. The
+    runtime classifier and the build's evaluation both run models this way, so the numbers
+    in a model's report are the numbers the Pi computes.
     """
 
     def __init__(self, new_interpreter: Callable[[], Any], max_slots: int = MAX_SLOTS) -> None:
@@ -137,18 +139,29 @@ class SparseRunner:
         self._output_index = out["index"]
         self._out_scale, self._out_zero = out["quantization"]
         self._scale = np.zeros((1, 1), np.float32)
-        self._blocks: list[_Block] = []
-        for size in range(SLOT_STEP, max_slots + SLOT_STEP, SLOT_STEP):
-            interpreter = new_interpreter() if self._blocks else first
-            for index in self._indices[:2]:
-                interpreter.resize_tensor_input(index, [1, size])
-            interpreter.allocate_tensors()
-            self._blocks.append(_Block(interpreter, size, self.dim))
+        self._new_interpreter = new_interpreter
+        self._blocks: list[_Block | None] = [None] * -(-max_slots // SLOT_STEP)
+        self._blocks[0] = self._open(0, first)
+
+    def _open(self, index: int, interpreter: Any = None) -> _Block:
+        """The block of up to ``(index + 1) * SLOT_STEP`` slots, with a fresh interpreter."""
+        size = (index + 1) * SLOT_STEP
+        interpreter = interpreter or self._new_interpreter()
+        for input_index in self._indices[:2]:
+            interpreter.resize_tensor_input(input_index, [1, size])
+        interpreter.allocate_tensors()
+        block = self._blocks[index] = _Block(interpreter, size, self.dim)
+        return block
+
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        """The sizes of the blocks whose interpreters exist so far."""
+        return tuple(b.ids.shape[1] for b in self._blocks if b is not None)
 
     @property
     def interpreter(self) -> Any:
         """The interpreter of the smallest block (for inspecting the model's tensors)."""
-        return self._blocks[0].interpreter
+        return self._blocks[0].interpreter  # type: ignore[union-attr]
 
     @staticmethod
     def _buckets(interpreter: Any) -> int:
@@ -163,7 +176,8 @@ class SparseRunner:
     def raw(self, features: Occurrences) -> np.ndarray:
         """The output tensor as the model wrote it (int8 or float); valid until the next call."""
         n = min(len(features.ids), self.max_slots)
-        block = self._blocks[(n - 1) // SLOT_STEP if n else 0]
+        index = (n - 1) // SLOT_STEP if n else 0
+        block = self._blocks[index] or self._open(index)
         ids, weights = block.ids[0], block.weights[0]
         ids[:n] = features.ids[:n]
         weights[:n] = features.weights[:n]

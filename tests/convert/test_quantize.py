@@ -127,6 +127,7 @@ def test_long_sentence_keeps_its_first_occurrences(trained: Trained) -> None:
     # Every block size gives the dense model's answer, and the slots a longer sentence
     # used are cleared for the next, shorter one in the same block.
     fresh, _ = trained.runner("float32")
+    assert fresh.blocks == (SLOT_STEP,)  # the others are made when first needed
     for n in (1, SLOT_STEP - 1, SLOT_STEP, SLOT_STEP + 1, 100, MAX_SLOTS):
         part = features._replace(ids=features.ids[-n:], weights=features.weights[-n:])
         dense = np.zeros((1, 4096), np.float32)
@@ -136,6 +137,7 @@ def test_long_sentence_keeps_its_first_occurrences(trained: Trained) -> None:
         np.testing.assert_array_equal(runner.probabilities(part), fresh.probabilities(part))
     short = trained.featurizer.occurrences(tokenize("turn on the kitchen light"))
     np.testing.assert_array_equal(runner.probabilities(short), fresh.probabilities(short))
+    assert fresh.blocks == (32, 64, 96, 128, 512)  # "turn on the kitchen light": 96
 
 
 def test_calibration_feeds_sentences_as_the_runtime_does(trained: Trained) -> None:
