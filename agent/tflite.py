@@ -115,7 +115,7 @@ class SparseRunner:
     so there is one interpreter per block of :data:`SLOT_STEP` slots (sharing the model's
     bytes), sized once, and a sentence runs on the smallest that holds it, padded with
     the bucket ``dim`` (a kernel row of zeros) at weight 0. A block's interpreter is made
-    the first time a sentence needs it (~0.5 ms, once): commands use two or three of the
+    the first time a sentence needs it (~0.4 ms, once): commands use two or three of the
     sixteen, and each interpreter with ``threads`` > 1 has a thread pool of its own. The
     runtime classifier and the build's evaluation both run models this way, so the numbers
     in a model's report are the numbers the Pi computes.

@@ -44,10 +44,9 @@ class TFLiteModel:
         self.featurizer = featurizer
 
         def new_interpreter() -> tf.lite.Interpreter:
+            # Not allocated here: SparseRunner sizes each block's inputs, then allocates.
             with silenced():
-                interpreter = tf.lite.Interpreter(model_content=content, num_threads=1)
-                interpreter.allocate_tensors()
-            return interpreter
+                return tf.lite.Interpreter(model_content=content, num_threads=1)
 
         self.runner = SparseRunner(new_interpreter)
 
