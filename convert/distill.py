@@ -28,6 +28,16 @@ class FitConfig:
     alpha: float = 1.0
     """Weight of the hard-label loss; 1.0 means no distillation."""
     temperature: float = 2.0
+    schedule: str = "constant"
+    """Learning rate over the run: ``constant``, or ``cosine`` (decays to zero by the last
+    step, so the weights settle instead of ending on one noisy batch's update)."""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule '{self.schedule}' (expected {SCHEDULES})")
+
+
+SCHEDULES = ("constant", "cosine")
 
 
 EpochCallback = Callable[[int, float], None]
@@ -87,7 +97,11 @@ def fit(
     else:
         alpha = config.alpha
     temperature = config.temperature
-    optimizer = keras.optimizers.Adam(config.learning_rate)
+    rate: Any = config.learning_rate
+    if config.schedule == "cosine":
+        steps = config.epochs * -(-len(labels) // config.batch_size)
+        rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, max(steps, 1))
+    optimizer = keras.optimizers.Adam(rate)
     data = _batches(features, labels, teacher_logits, config.batch_size, seed)
 
     @tf.function(reduce_retracing=True)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import itertools
 import pickle
 import subprocess
 import sys
@@ -61,11 +60,17 @@ def test_into_reuses_the_buffer_and_matches_transform() -> None:
         np.testing.assert_array_equal(buffer, row)
 
 
-def test_occurrences_keep_repeats_and_scale_to_the_merged_unit_vector() -> None:
+@pytest.mark.parametrize(
+    ("word_ngrams", "char_max"), [(2, 4), (3, 4), (1, 0)], ids=["default", "trigrams", "words"]
+)
+def test_occurrences_keep_repeats_and_scale_to_the_merged_unit_vector(
+    word_ngrams: int, char_max: int
+) -> None:
     # "the ... the" repeats a word; dim 64 forces hash collisions between n-grams. Every
     # occurrence is listed, and the scale normalizes the vector in which a bucket holds the
-    # sum of every feature that hashed there.
-    config = FeaturizerConfig(dim=64)
+    # sum of every feature that hashed there. The featurizer has a fast path for pairs;
+    # the other settings hold the general one to the same definition.
+    config = FeaturizerConfig(dim=64, word_ngrams=word_ngrams, char_max=char_max)
     featurizer = Featurizer(config)
     words = tokenize("turn the light in the kitchen on and the light in the hall off")
     features = featurizer.occurrences(words)
@@ -74,12 +79,13 @@ def test_occurrences_keep_repeats_and_scale_to_the_merged_unit_vector() -> None:
     for word in words:
         expected.append((zlib.crc32(f"w:{word}".encode()) & 63, 1.0))
         marked = f"<{word}>"
-        for n in range(config.char_min, config.char_max + 1):
+        for n in range(config.char_min, config.char_max + 1 if config.char_max else 0):
             for i in range(len(marked) - n + 1):
                 bucket = zlib.crc32(f"c:{marked[i : i + n]}".encode()) & 63
                 expected.append((bucket, config.char_weight))
-    pairs = [" ".join(pair) for pair in itertools.pairwise(words)]
-    expected += [(zlib.crc32(f"2:{pair}".encode()) & 63, 1.0) for pair in pairs]
+    for n in range(2, word_ngrams + 1):
+        grams = [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+        expected += [(zlib.crc32(f"{n}:{gram}".encode()) & 63, 1.0) for gram in grams]
     assert features.ids.dtype == np.int32 and features.weights.dtype == np.float32
     assert list(zip(features.ids.tolist(), features.weights.tolist(), strict=True)) == expected
     merged = np.zeros(64, np.float64)

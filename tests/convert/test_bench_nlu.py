@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.nlu import OOS_COSTS, Result, Row, accuracy, choose_threshold, tradeoff_lines
+from bench.nlu import (
+    OOS_COSTS,
+    Result,
+    Row,
+    accuracy,
+    choose_threshold,
+    cold_lines,
+    tradeoff_lines,
+)
 
 OOS = 2
 
@@ -44,3 +52,10 @@ def test_tradeoff_lines_name_the_model_and_every_cost() -> None:
         "none: 94.4 / 37.1",
     ]
     assert OOS_COSTS[-1] == 0.0  # the last point is "no threshold"
+
+
+def test_cold_lines_give_the_first_pass_of_each_timed_model() -> None:
+    timed = Row(97.0, None, 1, 70.0, 150.0, 3.0, cold_us=(180.4, 420.6))
+    untimed = Row(97.0, None, 1, 70.0, 150.0, 3.0)
+    lines = cold_lines([Result("SNIPS", {"int8": timed, "svm": untimed})])
+    assert lines == ["", "SNIPS student int8 TFLite, first pass p50 / p99 µs: 180 / 421"]

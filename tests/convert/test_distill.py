@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+import pytest
 from scipy.sparse import csr_matrix
 
 from convert.distill import FitConfig, fit
@@ -40,3 +43,30 @@ def test_unlabelled_rows_learn_from_the_teacher_alone() -> None:
     config = FitConfig(epochs=15, batch_size=32, learning_rate=5e-3, alpha=0.3, temperature=3)
     fit(model, csr_matrix(features), hidden, config, seed=0, teacher_logits=teacher)
     assert _accuracy(model, features, labels) > 0.95
+
+
+def _last_epoch_move(schedule: str) -> float:
+    """How far the last epoch moved the weights, relative to the epoch before it."""
+    features, labels = _toy()
+    model = build_mlp(features.shape[1], 3, MlpConfig(hidden=16))
+    snapshots: list[np.ndarray] = []
+
+    def snapshot(epoch: int, loss: float) -> None:
+        snapshots.append(np.concatenate([w.ravel() for w in model.get_weights()]))
+
+    config = FitConfig(epochs=4, batch_size=32, learning_rate=5e-3, schedule=schedule)
+    fit(model, features, labels, config, seed=0, on_epoch=snapshot)
+    assert _accuracy(model, features, labels) > 0.95
+    before, last = (np.abs(b - a).sum() for a, b in itertools.pairwise(snapshots[-3:]))
+    return float(last / before)
+
+
+def test_cosine_schedule_settles_the_weights_by_the_last_epoch() -> None:
+    # With a constant rate the last epoch moves the weights about as much as the one
+    # before; a cosine decay reaches zero at the last step, so the last epoch barely does.
+    assert _last_epoch_move("cosine") < 0.3 < _last_epoch_move("constant")
+
+
+def test_unknown_schedule_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown schedule 'step'"):
+        FitConfig(schedule="step")
