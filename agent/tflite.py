@@ -85,6 +85,12 @@ MAX_SLOTS = 512
 have 20-150, the public data sets' test sentences up to ~350."""
 
 
+def block_size(n: int) -> int:
+    """Slots of the block that runs a sentence of ``n`` occurrences: the smallest multiple
+    of :data:`SLOT_STEP` that holds them (one block for an empty sentence)."""
+    return -(-max(n, 1) // SLOT_STEP) * SLOT_STEP
+
+
 def _input_name(detail: dict[str, Any]) -> str:
     """An input's name as given at export (converters may add a signature prefix)."""
     name = str(detail["name"]).split(":")[0]
@@ -141,16 +147,15 @@ class SparseRunner:
         self._scale = np.zeros((1, 1), np.float32)
         self._new_interpreter = new_interpreter
         self._blocks: list[_Block | None] = [None] * -(-max_slots // SLOT_STEP)
-        self._blocks[0] = self._open(0, first)
+        self._open(SLOT_STEP, first)
 
-    def _open(self, index: int, interpreter: Any = None) -> _Block:
-        """The block of up to ``(index + 1) * SLOT_STEP`` slots, with a fresh interpreter."""
-        size = (index + 1) * SLOT_STEP
+    def _open(self, size: int, interpreter: Any = None) -> _Block:
+        """The block of ``size`` slots, with a fresh interpreter unless one is given."""
         interpreter = interpreter or self._new_interpreter()
         for input_index in self._indices[:2]:
             interpreter.resize_tensor_input(input_index, [1, size])
         interpreter.allocate_tensors()
-        block = self._blocks[index] = _Block(interpreter, size, self.dim)
+        block = self._blocks[size // SLOT_STEP - 1] = _Block(interpreter, size, self.dim)
         return block
 
     @property
@@ -176,8 +181,8 @@ class SparseRunner:
     def raw(self, features: Occurrences) -> np.ndarray:
         """The output tensor as the model wrote it (int8 or float); valid until the next call."""
         n = min(len(features.ids), self.max_slots)
-        index = (n - 1) // SLOT_STEP if n else 0
-        block = self._blocks[index] or self._open(index)
+        size = block_size(n)
+        block = self._blocks[size // SLOT_STEP - 1] or self._open(size)
         ids, weights = block.ids[0], block.weights[0]
         ids[:n] = features.ids[:n]
         weights[:n] = features.weights[:n]

@@ -498,7 +498,7 @@ def bench_dataset(
             stats["rss_mb"],
             threshold,
             tuple(tradeoff),
-            (stats.get("cold_p50", 0.0), stats.get("cold_p99", 0.0)),
+            (stats["cold_p50"], stats["cold_p99"]),
         )
         log(f"  {name}: {acc:.2f} / {oos_recall} thr={threshold} {stats}")
 

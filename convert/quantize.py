@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from agent.featurize import Occurrences
-from agent.tflite import MAX_SLOTS, SLOT_STEP
+from agent.tflite import MAX_SLOTS, block_size
 from convert.quiet import silenced
 from convert.rewrite import swap_output_layer
 
@@ -83,8 +83,7 @@ def sparse_weights(model: keras.Model) -> tuple[np.ndarray, ...]:
 def sparse_samples(representative: Sequence[Occurrences], dim: int) -> Iterator[list[np.ndarray]]:
     """Calibration inputs: each sentence as the runtime feeds it, all in the block that
     holds the longest (TensorFlow's calibrator sizes the graph once, on the first)."""
-    longest = max((min(len(f.ids), MAX_SLOTS) for f in representative), default=0)
-    size = max(SLOT_STEP, -(-longest // SLOT_STEP) * SLOT_STEP)
+    size = block_size(max((min(len(f.ids), MAX_SLOTS) for f in representative), default=0))
     for features in representative:
         n = min(len(features.ids), size)
         ids = np.full((1, size), dim, np.int32)
