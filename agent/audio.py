@@ -174,8 +174,11 @@ def _unknown_format(path: Path) -> AudioError:
     )
 
 
-def _open_wav(path: Path) -> wave.Wave_read:
-    """Open ``path`` as a 16-bit PCM mono or stereo WAV, or raise a one-line AudioError."""
+def open_wav(path: Path) -> wave.Wave_read:
+    """Open ``path`` as a 16-bit PCM mono or stereo WAV, or raise a one-line AudioError.
+
+    Shared by the WAV source and the feedback cues, so both name a bad file the same way.
+    """
     try:
         size = path.stat().st_size
     except OSError as err:
@@ -221,7 +224,7 @@ def wav_source(path: str | Path, chunk_frames: int = CHUNK_FRAMES) -> Iterator[I
     The file is validated before the first chunk, so a bad file fails before any audio flows.
     """
     path = Path(path)
-    wav = _open_wav(path)
+    wav = open_wav(path)
     with wav:
         rate, channels = wav.getframerate(), wav.getnchannels()
         frame = channels * SAMPLE_WIDTH

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from agent.audio import PortAudio
+from agent.audio import AudioError, PortAudio, open_wav
 from agent.errors import UsageError
 
 if TYPE_CHECKING:
@@ -83,25 +83,18 @@ def default_sound(cue: str) -> Path:
 
 
 def read_sound(path: Path) -> Sound:
-    """Read a 16-bit PCM WAV (mono or stereo, any rate); :class:`FeedbackError` (``PATH:
-    problem``) otherwise."""
+    """Read a 16-bit PCM WAV (mono or stereo, 8 to 192 kHz); :class:`FeedbackError` (``PATH:
+    problem``, worded as :func:`agent.audio.open_wav` words it) otherwise."""
     try:
-        with wave.open(str(path), "rb") as wav:
-            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
+        with open_wav(path) as wav:
+            channels, rate = wav.getnchannels(), wav.getframerate()
             data = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError) as err:
-        raise FeedbackError(f"{path}: not a PCM WAV file ({str(err) or 'truncated'})") from None
-    except OSError as err:
-        raise FeedbackError(f"{path}: cannot read: {err.strerror or err}") from None
-    except (RuntimeError, struct.error, ValueError, OverflowError):
-        # As in agent.audio: wave's chunk reader raises these for a chunk shorter than its
-        # fields, which would otherwise escape the configuration check as a traceback.
-        raise FeedbackError(f"{path}: not a PCM WAV file (malformed chunk)") from None
-    if width != 2 or channels not in (1, 2):
-        raise FeedbackError(
-            f"{path}: need 16-bit mono or stereo, got {8 * width}-bit, {channels} channels"
-        )
-    frame = width * channels
+    except AudioError as err:
+        raise FeedbackError(str(err)) from None
+    except (OSError, EOFError, wave.Error, RuntimeError, struct.error, ValueError):
+        # The header was fine but the data chunk is not (wave reads it lazily).
+        raise FeedbackError(f"{path}: not a valid WAV file (malformed data chunk)") from None
+    frame = 2 * channels
     # A data chunk that is not a whole number of frames ends in a partial one: drop it.
     samples = np.frombuffer(data[: len(data) - len(data) % frame], dtype="<i2")
     samples = samples.reshape(-1, channels)
