@@ -150,3 +150,40 @@ def test_the_ascii_path_normalizes_as_the_unicode_path(text: str) -> None:
     # what the general path gives (the featurizer's input, so the models', depends on it).
     general = _APOSTROPHE.sub("", unicodedata.normalize("NFKC", text).casefold())
     assert normalize(text) == " ".join(_NON_WORD.sub(" ", general).split())
+
+
+def test_lexicon_words_follow_the_ngrams_weighted_to_their_mean() -> None:
+    plain = Featurizer(FeaturizerConfig(dim=64))
+    config = FeaturizerConfig(dim=64, lexicon=("kitchen", "light"), lexicon_weight=2.0)
+    featurizer = Featurizer(config)
+    assert (plain.config.padding, config.padding) == (64, 66)
+    words = tokenize("turn on the kitchen light in the kitchen")
+    before, after = plain.occurrences(words), featurizer.occurrences(words)
+    n = len(before.ids)
+    # The n-grams and their scale are untouched; then one row per lexicon word, in order.
+    np.testing.assert_array_equal(after.ids[:n], before.ids)
+    np.testing.assert_array_equal(after.weights[:n], before.weights)
+    assert after.scale == before.scale
+    assert after.ids[n:].tolist() == [64, 65, 64]
+    # After the model multiplies by the scale, the three rows sum to twice their mean.
+    np.testing.assert_allclose(after.weights[n:] * after.scale, [2 / 3] * 3, rtol=1e-6)
+    # The dense vector (training's) stays the n-grams alone: convert.lexicon adds the rest.
+    np.testing.assert_array_equal(featurizer.vector("kitchen light"), plain.vector("kitchen light"))
+    assert len(featurizer.occurrences(tokenize("turn on")).ids) == len(
+        plain.occurrences(tokenize("turn on")).ids
+    )
+
+
+def test_lexicon_settings_are_checked_and_stored_only_when_used() -> None:
+    assert "lexicon" not in FeaturizerConfig(dim=64).to_json()  # older models read the same
+    config = FeaturizerConfig(dim=64, lexicon=("lamp",), lexicon_weight=2.0)
+    assert config.to_json()["lexicon"] == ["lamp"]
+    assert FeaturizerConfig.from_json(config.to_json()) == config
+    for lexicon, weight, problem in [
+        (("lamp",), 0.0, "lexicon_weight must be > 0"),
+        (("lamp", "lamp"), 1.0, "has a word twice"),
+        (("Lamp",), 1.0, "single normalized words"),
+        (("desk lamp",), 1.0, "single normalized words"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            FeaturizerConfig(dim=64, lexicon=lexicon, lexicon_weight=weight)
