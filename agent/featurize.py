@@ -37,11 +37,6 @@ class FeaturizerConfig:
     """Character n-grams of each word (with ``<`` ``>`` boundary marks); 0 disables."""
     char_weight: float = 0.5
     """Weight of a character n-gram relative to a word n-gram."""
-    lexicon: tuple[str, ...] = ()
-    """Words with a first-layer row of their own after the ``dim`` buckets (a word vector
-    learnt elsewhere, folded in at export: see ``convert/lexicon.py``); empty for none."""
-    lexicon_weight: float = 0.0
-    """What the rows of a sentence's lexicon words add up to: their mean, times this."""
 
     def __post_init__(self) -> None:
         if self.dim < 16 or self.dim & (self.dim - 1):
@@ -50,31 +45,12 @@ class FeaturizerConfig:
             raise ValueError("featurizer word_ngrams must be >= 1")
         if self.char_max and not 1 <= self.char_min <= self.char_max:
             raise ValueError("featurizer needs 1 <= char_min <= char_max (or char_max = 0)")
-        if self.lexicon and not self.lexicon_weight > 0:
-            raise ValueError("featurizer lexicon_weight must be > 0 when there is a lexicon")
-        if len(set(self.lexicon)) != len(self.lexicon):
-            raise ValueError("featurizer lexicon has a word twice")
-        if not all(isinstance(w, str) and tokenize(w) == [w] for w in self.lexicon):
-            raise ValueError("featurizer lexicon words must be single normalized words")
-
-    @property
-    def padding(self) -> int:
-        """The first-layer row after the buckets and the lexicon: zeros, for unused slots."""
-        return self.dim + len(self.lexicon)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if not self.lexicon:  # a model without one reads as before (and as older agents do)
-            del data["lexicon"], data["lexicon_weight"]
-        else:
-            data["lexicon"] = list(self.lexicon)
-        return data
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FeaturizerConfig:
-        data = dict(data)
-        if "lexicon" in data:
-            data["lexicon"] = tuple(data["lexicon"])
         return cls(**data)
 
 
@@ -109,9 +85,7 @@ class Occurrences(NamedTuple):
     ``scale`` is the factor that makes the summed vector unit length. The model sums one
     kernel row per occurrence, times its weight, and multiplies by ``scale``: the product
     of the L2-normalized vector with its first layer, touching only the rows the sentence
-    has. With a lexicon, the sentence's lexicon words follow, each weighted
-    ``lexicon_weight / (count * scale)``: after the scale, their rows add up to their mean
-    times ``lexicon_weight``, whatever the n-grams' norm.
+    has.
     """
 
     ids: np.ndarray
@@ -125,7 +99,6 @@ class Featurizer:
     def __init__(self, config: FeaturizerConfig) -> None:
         self.config = config
         self._mask = config.dim - 1
-        self._lexicon = {word: config.dim + row for row, word in enumerate(config.lexicon)}
         # The features of a word (or word pair) never change, so each is hashed once; a
         # command vocabulary is small, and the cache is bounded for open-ended input. Each
         # entry is raw bytes, the buckets (int32) and their weights (float32): joining
@@ -185,24 +158,12 @@ class Featurizer:
         # weights: what the model was trained on. One bincount beats summing in place, and
         # ndarray.dot skips matmul's dispatch, which costs more than the product here.
         merged = np.bincount(ids, weights, self.config.dim)
-        scale = 1.0 / math.sqrt(merged.dot(merged))
-        if self._lexicon:
-            lexicon = self._lexicon
-            rows = [lexicon[word] for word in words if word in lexicon]
-            if rows:
-                share = self.config.lexicon_weight / (len(rows) * scale)
-                ids = np.concatenate((ids, np.array(rows, np.int32)))
-                weights = np.concatenate((weights, np.full(len(rows), share, np.float32)))
-        return Occurrences(ids, weights, scale)
+        return Occurrences(ids, weights, 1.0 / math.sqrt(merged.dot(merged)))
 
     def into(self, text: str, out: np.ndarray) -> np.ndarray:
-        """Write the n-gram vector of ``text`` into the preallocated ``out`` (``[dim]``: the
-        lexicon's part is computed from its word vectors, by ``convert.lexicon``)."""
+        """Write the vector of ``text`` into the preallocated ``out``."""
         out.fill(0.0)
         ids, weights, scale = self.occurrences(tokenize(text))
-        if self._lexicon:
-            hashed = ids < self.config.dim
-            ids, weights = ids[hashed], weights[hashed]
         np.add.at(out, ids, weights * np.float32(scale))
         return out
 

@@ -120,7 +120,7 @@ class SparseRunner:
     inputs have no fixed length, but resizing an interpreter costs more than a sentence:
     so there is one interpreter per block of :data:`SLOT_STEP` slots (sharing the model's
     bytes), sized once, and a sentence runs on the smallest that holds it, padded with
-    the row ``padding`` (zeros) at weight 0. A block's interpreter is made
+    the bucket ``dim`` (a kernel row of zeros) at weight 0. A block's interpreter is made
     the first time a sentence needs it (~0.4 ms, once): commands use two or three of the
     sixteen, and each interpreter with ``threads`` > 1 has a thread pool of its own. The
     runtime classifier and the build's evaluation both run models this way, so the numbers
@@ -137,9 +137,8 @@ class SparseRunner:
                 " scale); rebuild it with 'voice-agent convert'"
             )
         out = first.get_output_details()[0]
-        self.padding = self._buckets(first) - 1
-        """The zero row that pads a block: the featurizer's ``padding`` (its ``dim`` plus
-        its lexicon's words), which the model was built for."""
+        self.dim = self._buckets(first) - 1
+        """The featurizer dim the model was built for; bucket ``dim`` is the padding."""
         self.classes = int(out["shape"][-1])
         self.max_slots = max_slots
         self._indices = tuple(inputs[name]["index"] for name in INPUTS)
@@ -156,7 +155,7 @@ class SparseRunner:
         for input_index in self._indices[:2]:
             interpreter.resize_tensor_input(input_index, [1, size])
         interpreter.allocate_tensors()
-        block = self._blocks[size // SLOT_STEP - 1] = _Block(interpreter, size, self.padding)
+        block = self._blocks[size // SLOT_STEP - 1] = _Block(interpreter, size, self.dim)
         return block
 
     @property
@@ -171,7 +170,7 @@ class SparseRunner:
 
     @staticmethod
     def _buckets(interpreter: Any) -> int:
-        """Rows of the gathered kernel: the buckets, the lexicon and the padding row. (The op
+        """Rows of the gathered kernel: the featurizer dim plus the padding row. (The op
         list is the only place the file states it; every runtime has it.)"""
         tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
         for op in interpreter._get_ops_details():
@@ -188,7 +187,7 @@ class SparseRunner:
         ids[:n] = features.ids[:n]
         weights[:n] = features.weights[:n]
         if block.used > n:  # what the previous, longer sentence left
-            ids[n : block.used] = self.padding
+            ids[n : block.used] = self.dim
             weights[n : block.used] = 0.0
         block.used = n
         self._scale[0, 0] = features.scale

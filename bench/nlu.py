@@ -294,20 +294,16 @@ def teacher_key(data: Dataset, args: argparse.Namespace) -> str:
     return f"{data.name.lower()}-{args.teacher}-ft{finetune}-e{epochs}-s{args.seed}-{digest}"
 
 
-def sparse_features(featurizer: Featurizer, texts: list[str], lexicon: Any = None) -> Any:
+def sparse_features(featurizer: Featurizer, texts: list[str]) -> Any:
     """The featurizer's vectors of ``texts`` as a CSR matrix: the transfer set is ~10^5
-    sentences x 10^4 buckets, which as a dense float32 matrix would take gigabytes. With a
-    :class:`convert.lexicon.Lexicon`, its features follow the buckets' columns."""
-    from scipy.sparse import csr_matrix, hstack
+    sentences x 10^4 buckets, which as a dense float32 matrix would take gigabytes."""
+    from scipy.sparse import csr_matrix
 
     from agent.featurize import tokenize
 
-    dim = featurizer.config.dim
     indptr, indices, values = [0], [], []
     for text in texts:
         ids, weights, scale = featurizer.occurrences(tokenize(text))
-        if len(ids) and ids.max() >= dim:  # the lexicon's rows: computed below instead
-            ids, weights = ids[ids < dim], weights[ids < dim]
         indices.append(ids)
         values.append(weights.astype(np.float64) * scale)
         indptr.append(indptr[-1] + len(ids))
@@ -318,12 +314,10 @@ def sparse_features(featurizer: Featurizer, texts: list[str], lexicon: Any = Non
             np.concatenate(indices) if indices else np.zeros(0, np.intp),
             np.array(indptr),
         ),
-        shape=(len(texts), dim),
+        shape=(len(texts), featurizer.config.dim),
         dtype=np.float32,
     )
     matrix.sum_duplicates()
-    if lexicon is not None:
-        matrix = hstack([matrix, csr_matrix(lexicon.features(texts))], format="csr")
     return matrix
 
 
@@ -523,15 +517,10 @@ def bench_dataset(
     # Student, distilled on the transfer set.
     log(f"[{data.name}] student on {len(transfer)} sentences")
     student_featurizer = FeaturizerConfig(dim=args.dim, char_max=args.char_max)
-    lexicon = None
-    if args.lexicon_weight > 0:
-        lexicon = student_lexicon(train_texts if args.lexicon == "train" else transfer, args, work)
-        student_featurizer = lexicon.featurizer(student_featurizer)
-        log(f"[{data.name}] lexicon of {len(lexicon.words)} words, weight {lexicon.weight:g}")
     featurizer = Featurizer(student_featurizer)
-    features = sparse_features(featurizer, transfer, lexicon)
+    features = sparse_features(featurizer, transfer)
     student = build_mlp(
-        features.shape[1],
+        args.dim,
         n_classes,
         MlpConfig(hidden=args.hidden, input_dropout=args.input_dropout, dropout=args.dropout),
     )
@@ -555,9 +544,7 @@ def bench_dataset(
         f" {np.percentile(filled, 50):.0f}, p99 {np.percentile(filled, 99):.0f}"
     )
     for mode, name in (("float32", "float"), ("int8", "int8")):
-        blob = to_tflite(
-            student, representative, mode, lexicon.vectors if lexicon is not None else None
-        )
+        blob = to_tflite(student, representative, mode)
         path = work / f"student-{mode}.tflite"
         path.write_bytes(blob)
         scores, stats = _run_child(
@@ -584,16 +571,6 @@ ROW_NAMES = {
     "teacher": "teacher",
     "svm": "TF-IDF + linear SVM",
 }
-
-
-def student_lexicon(texts: list[str], args: argparse.Namespace, work: Path) -> Any:
-    """The words of ``texts``, each embedded alone by MiniLM (cached beside the sentences'
-    embeddings): the student's lexicon (``convert/lexicon.py``)."""
-    from convert.lexicon import encode, vocabulary
-    from convert.teacher import MiniLMTeacher
-
-    encoder = MiniLMTeacher(cache_dir=work.parent / "cache", threads=args.teacher_threads)
-    return encode(vocabulary(texts), encoder.embed, args.lexicon_weight)
 
 
 def _size(n: int) -> str:
@@ -720,18 +697,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-other-sets",
         action="store_true",
         help="leave the other data sets' sentences out of the transfer set",
-    )
-    parser.add_argument(
-        "--lexicon-weight",
-        type=float,
-        default=2.0,
-        help="weight of the student's word vectors (convert/lexicon.py); 0 = no lexicon",
-    )
-    parser.add_argument(
-        "--lexicon",
-        choices=("train", "transfer"),
-        default="transfer",
-        help="the lexicon's words: the train split's, or the whole transfer set's",
     )
     parser.add_argument(
         "--oos-cost",

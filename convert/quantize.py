@@ -9,13 +9,13 @@ It gathers one kernel row per occurrence, sums the rows weighted and multiplies 
 scale: the dense product, at ``K x hidden`` multiply-adds instead of ``dim x hidden``.
 
 ``K`` is left open in the file, and the runtime feeds each sentence in the smallest block
-of 32 slots that holds it (:class:`agent.tflite.SparseRunner`), padded with the zero row
-``padding`` (after the buckets and the lexicon's words) at weight 0, so a sentence pays
-for the occurrences it has. The weighted sum is written so that the converter makes it a
-TRANSPOSE (which XNNPACK takes) and a FULLY_CONNECTED of ``hidden`` rows against one
-output channel, the shape tflite_runtime 2.14's x86 int8 kernel runs fastest: its
-integer products run at about 1.5 multiply-adds per ns on this machine, so the cost
-follows ``K`` (bench/latency.py).
+of 32 slots that holds it (:class:`agent.tflite.SparseRunner`), padded with the bucket
+``dim`` (a kernel row of zeros) at weight 0, so a sentence pays for the occurrences it
+has. The weighted sum is written so that the converter makes it a TRANSPOSE (which
+XNNPACK takes) and a FULLY_CONNECTED of ``hidden`` rows against one output channel, the
+shape tflite_runtime 2.14's x86 int8 kernel runs fastest: its integer products run at
+about 1.5 multiply-adds per ns on this machine, so the cost follows ``K``
+(bench/latency.py).
 
 Full-integer int8 calibrates every activation range on a representative set of real
 sentences, so the Pi runs only integer kernels and the file is about a quarter of the
@@ -34,7 +34,6 @@ import tensorflow as tf
 
 from agent.featurize import Occurrences
 from agent.tflite import MAX_SLOTS, block_size
-from convert.lexicon import fold
 from convert.quiet import silenced
 from convert.rewrite import swap_output_layer
 
@@ -52,10 +51,9 @@ def dense_layers(model: keras.Model) -> tuple[keras.layers.Dense, keras.layers.D
     return dense[0], dense[1]
 
 
-def sparse_weights(model: keras.Model, lexicon: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+def sparse_weights(model: keras.Model) -> tuple[np.ndarray, ...]:
     """``(kernel, bias, out_kernel, out_bias)`` with every hidden unit rescaled so that its
-    kernel column spans as much of ``[-128/127, 1]`` as it can. With ``lexicon`` (its word
-    vectors), the projection is first folded into one row per word (:func:`convert.lexicon.fold`).
+    kernel column spans as much of ``[-128/127, 1]`` as it can.
 
     ReLU commutes with a positive scale, so dividing column ``j`` (and its bias) by ``a_j``
     and multiplying row ``j`` of the output kernel by ``a_j`` computes the same function.
@@ -68,8 +66,6 @@ def sparse_weights(model: keras.Model, lexicon: np.ndarray | None = None) -> tup
     """
     hidden, output = dense_layers(model)
     kernel, bias = (np.asarray(w, np.float64) for w in hidden.get_weights())
-    if lexicon is not None:
-        kernel = fold(kernel, np.asarray(lexicon, np.float64))
     out_kernel, out_bias = (np.asarray(w, np.float64) for w in output.get_weights())
     top = kernel.max(axis=0)
     bottom = -kernel.min(axis=0)
@@ -84,38 +80,30 @@ def sparse_weights(model: keras.Model, lexicon: np.ndarray | None = None) -> tup
     )
 
 
-def sparse_samples(
-    representative: Sequence[Occurrences], padding: int
-) -> Iterator[list[np.ndarray]]:
+def sparse_samples(representative: Sequence[Occurrences], dim: int) -> Iterator[list[np.ndarray]]:
     """Calibration inputs: each sentence as the runtime feeds it, all in the block that
     holds the longest (TensorFlow's calibrator sizes the graph once, on the first)."""
     size = block_size(max((min(len(f.ids), MAX_SLOTS) for f in representative), default=0))
     for features in representative:
         n = min(len(features.ids), size)
-        ids = np.full((1, size), padding, np.int32)
+        ids = np.full((1, size), dim, np.int32)
         weights = np.zeros((1, size), np.float32)
         ids[0, :n] = features.ids[:n]
         weights[0, :n] = features.weights[:n]
         yield [ids, weights, np.array([[features.scale]], np.float32)]
 
 
-def to_tflite(
-    model: keras.Model,
-    representative: Sequence[Occurrences],
-    mode: Mode,
-    lexicon: np.ndarray | None = None,
-) -> bytes:
+def to_tflite(model: keras.Model, representative: Sequence[Occurrences], mode: Mode) -> bytes:
     """Convert ``model`` (dense features -> logits) to a TFLite flatbuffer from a sentence's
     feature occurrences to probabilities.
 
     ``representative`` holds real sentences' features (training sentences): they calibrate
-    the int8 ranges. ``lexicon`` is the word vectors of a model trained with a lexicon
-    (:class:`convert.lexicon.Lexicon`), whose words get first-layer rows of their own.
+    the int8 ranges.
     """
-    kernel, bias, out_kernel, out_bias = sparse_weights(model, lexicon)
+    kernel, bias, out_kernel, out_bias = sparse_weights(model)
     dim, hidden = kernel.shape
-    # Row ``dim`` (the featurizer's ``padding``) is zero, so a padded slot adds nothing
-    # (exactly, in int8 too: the equalized kernel has zero point 0), whatever its weight.
+    # Row ``dim`` is the padding: zero, so a padded slot adds nothing (exactly, in int8 too:
+    # the equalized kernel has zero point 0), whatever its weight.
     padded_kernel = np.vstack([kernel, np.zeros((1, hidden), np.float32)])
 
     @tf.function(

@@ -389,7 +389,7 @@ from agent.tflite import SparseRunner, open_interpreter
 model = "models/smart-home-en/intent.tflite"
 for threads in (1, 4):  # XNNPACK's thread pool too
     runner = SparseRunner(lambda: open_interpreter(model, "tflite_runtime", threads)[0])
-    features = Featurizer(FeaturizerConfig(dim=runner.padding)).occurrences(tokenize("lights on"))
+    features = Featurizer(FeaturizerConfig(dim=runner.dim)).occurrences(tokenize("lights on"))
     assert np.isfinite(runner.probabilities(features)).all()
 vosk.SetLogLevel(-1)
 recognizer = vosk.KaldiRecognizer(vosk.Model(str(packaged_model_dir())), 16000)

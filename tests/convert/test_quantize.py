@@ -82,7 +82,7 @@ def test_rescaled_weights_compute_the_same_function(trained: Trained) -> None:
 
 def test_float32_sparse_model_equals_keras(trained: Trained) -> None:
     runner, _ = trained.runner("float32")
-    assert (runner.padding, runner.classes) == (4096, trained.model.output_shape[-1])
+    assert (runner.dim, runner.classes) == (4096, trained.model.output_shape[-1])
     # The example's commands fill up to ~150 slots: blocks of 32 up to 512 hold them all.
     assert max(len(f.ids) for f in trained.features) <= 160
     got = trained.sparse_probabilities(runner, trained.texts)
@@ -94,7 +94,7 @@ def test_int8_sparse_model_matches_dense_float(trained: Trained) -> None:
     kernel = next(
         t
         for t in runner.interpreter.get_tensor_details()
-        if t["shape"].tolist() == [runner.padding + 1, trained.model.get_layer("hidden").units]
+        if t["shape"].tolist() == [runner.dim + 1, trained.model.get_layer("hidden").units]
     )
     assert kernel["dtype"] == np.int8
     assert kernel["quantization"] == pytest.approx((1 / 127, 0))
@@ -187,7 +187,7 @@ def test_float16_model_is_half_the_size_and_close_to_keras(trained: Trained) -> 
     kernel = next(
         t
         for t in runner.interpreter.get_tensor_details()
-        if t["shape"].tolist() == [runner.padding + 1, trained.model.get_layer("hidden").units]
+        if t["shape"].tolist() == [runner.dim + 1, trained.model.get_layer("hidden").units]
     )
     assert kernel["dtype"] == np.float16
     got = trained.sparse_probabilities(runner, trained.texts)
