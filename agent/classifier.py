@@ -64,7 +64,8 @@ class IntentClassifier:
             self.runner = SparseRunner(new_interpreter)
         except (ValueError, RuntimeError) as err:
             raise ModelError(f"{info.tflite_path}: {err}") from None
-        if self.runner.dim != info.featurizer.dim or self.runner.classes != len(info.labels):
+        shapes = (self.runner.padding, self.runner.classes)
+        if shapes != (info.featurizer.padding, len(info.labels)):
             raise ModelError(
                 f"{info.tflite_path}: tensor shapes do not match model.json"
                 " (was the directory assembled from different builds?)"

@@ -21,7 +21,12 @@ import numpy as np
 _NON_WORD = re.compile(r"[\W_]+")
 # "what's" and "kid’s" are one word to a recognizer; keep them one word here too.
 _APOSTROPHE = re.compile(r"(?<=\w)['’](?=\w)")
-_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+_FIRST, _SECOND, _THIRD, _FOURTH = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+WORD_ROW_WEIGHT = 4.0
+"""The weight a word row is fed at; the export divides the row by it. A word's row sums
+~20 n-gram rows and would otherwise set the int8 scale that every row of the first layer
+shares (CLINC150's int8 student lost 0.3 point in scope to that)."""
+_WORD_ROW_WEIGHT = np.full(1, WORD_ROW_WEIGHT, np.float32).tobytes()
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,11 @@ class FeaturizerConfig:
     """Character n-grams of each word (with ``<`` ``>`` boundary marks); 0 disables."""
     char_weight: float = 0.5
     """Weight of a character n-gram relative to a word n-gram."""
+    words: tuple[str, ...] = ()
+    """Words with a first-layer row of their own, after the ``dim`` buckets: the export sums
+    each one's word and character n-gram rows into it (``convert/quantize.py``), so a
+    sentence feeds one occurrence for such a word instead of ~20, for the same product.
+    The model's input changes, its output does not; empty for none."""
 
     def __post_init__(self) -> None:
         if self.dim < 16 or self.dim & (self.dim - 1):
@@ -45,12 +55,32 @@ class FeaturizerConfig:
             raise ValueError("featurizer word_ngrams must be >= 1")
         if self.char_max and not 1 <= self.char_min <= self.char_max:
             raise ValueError("featurizer needs 1 <= char_min <= char_max (or char_max = 0)")
+        if len(set(self.words)) != len(self.words):
+            raise ValueError("featurizer words has a word twice")
+        if not all(isinstance(w, str) and tokenize(w) == [w] for w in self.words):
+            raise ValueError("featurizer words must be single normalized words")
+
+    @property
+    def padding(self) -> int:
+        """The first-layer row after the buckets and the words' rows: zeros, for unused
+        slots of the model's input."""
+        return self.dim + len(self.words)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.words:
+            data["words"] = list(self.words)
+        else:  # a model without word rows reads as before, and as older agents expect
+            del data["words"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FeaturizerConfig:
+        data = dict(data)
+        if "words" in data:
+            if not isinstance(data["words"], list):
+                raise ValueError("featurizer words must be a list of words")
+            data["words"] = tuple(data["words"])
         return cls(**data)
 
 
@@ -85,7 +115,8 @@ class Occurrences(NamedTuple):
     ``scale`` is the factor that makes the summed vector unit length. The model sums one
     kernel row per occurrence, times its weight, and multiplies by ``scale``: the product
     of the L2-normalized vector with its first layer, touching only the rows the sentence
-    has.
+    has. A word of ``config.words`` is one occurrence of its own row (at
+    :data:`WORD_ROW_WEIGHT`) instead of its n-grams; ``scale`` is the same either way.
     """
 
     ids: np.ndarray
@@ -99,11 +130,14 @@ class Featurizer:
     def __init__(self, config: FeaturizerConfig) -> None:
         self.config = config
         self._mask = config.dim - 1
+        self._rows = {word: config.dim + row for row, word in enumerate(config.words)}
         # The features of a word (or word pair) never change, so each is hashed once; a
         # command vocabulary is small, and the cache is bounded for open-ended input. Each
-        # entry is raw bytes, the buckets (int32) and their weights (float32): joining
-        # bytes and viewing the result costs a fraction of concatenating small arrays.
-        self._cache: dict[str, tuple[bytes, bytes]] = {}
+        # entry is raw bytes: what the model is fed (int32 ids, float32 weights), then the
+        # n-grams that the norm is taken over (the same, except for a word with a row of
+        # its own). Joining bytes and viewing the result costs a fraction of concatenating
+        # small arrays.
+        self._cache: dict[str, tuple[bytes, bytes, bytes, bytes]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # A pickled featurizer (inside a cached teacher) is its settings; the word cache is
@@ -116,7 +150,13 @@ class Featurizer:
     def _hash(self, feature: str) -> int:
         return zlib.crc32(feature.encode("utf-8")) & self._mask
 
-    def _unit(self, key: str) -> tuple[bytes, bytes]:
+    def ngrams(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """The buckets and weights of one word's (or word n-gram's) n-grams: what a word
+        row of the model sums (``convert.quantize``)."""
+        unit = self._unit(key)
+        return np.frombuffer(unit[2], np.int32), np.frombuffer(unit[3], np.float32)
+
+    def _unit(self, key: str) -> tuple[bytes, bytes, bytes, bytes]:
         """The cached features of one word (``key`` has no space) or word n-gram."""
         cached = self._cache.get(key)
         if cached is not None:
@@ -133,7 +173,18 @@ class Featurizer:
                         self._hash("c:" + marked[i : i + n]) for i in range(len(marked) - n + 1)
                     )
         weights = [1.0] + [cfg.char_weight] * (len(ids) - 1)
-        result = (np.array(ids, np.int32).tobytes(), np.array(weights, np.float32).tobytes())
+        ngram_ids = np.array(ids, np.int32).tobytes()
+        ngram_weights = np.array(weights, np.float32).tobytes()
+        row = self._rows.get(key)
+        if row is None:
+            result = (ngram_ids, ngram_weights, ngram_ids, ngram_weights)
+        else:
+            result = (
+                np.array([row], np.int32).tobytes(),
+                _WORD_ROW_WEIGHT,
+                ngram_ids,
+                ngram_weights,
+            )
         if len(self._cache) < 200_000:
             self._cache[key] = result
         return result
@@ -153,17 +204,33 @@ class Featurizer:
         weights = np.frombuffer(b"".join(map(_SECOND, units)), np.float32)
         if not len(ids):
             return Occurrences(ids, weights, 0.0)
+        if self._rows:
+            ngram_ids = np.frombuffer(b"".join(map(_THIRD, units)), np.int32)
+            ngram_weights = np.frombuffer(b"".join(map(_FOURTH, units)), np.float32)
+        else:
+            ngram_ids, ngram_weights = ids, weights
         # The norm of the merged vector, in which a bucket hit twice (a repeated word, a
         # character n-gram shared by two words, a hash collision) holds the sum of its
         # weights: what the model was trained on. One bincount beats summing in place, and
         # ndarray.dot skips matmul's dispatch, which costs more than the product here.
-        merged = np.bincount(ids, weights, self.config.dim)
+        merged = np.bincount(ngram_ids, ngram_weights, self.config.dim)
         return Occurrences(ids, weights, 1.0 / math.sqrt(merged.dot(merged)))
 
     def into(self, text: str, out: np.ndarray) -> np.ndarray:
-        """Write the vector of ``text`` into the preallocated ``out``."""
+        """Write the n-gram vector of ``text`` (``[dim]``, what the model is trained on)
+        into the preallocated ``out``."""
         out.fill(0.0)
-        ids, weights, scale = self.occurrences(tokenize(text))
+        words = tokenize(text)
+        ids, weights, scale = self.occurrences(words)
+        if self._rows and len(ids):
+            units = [self._unit(w) for w in words]
+            units += [
+                self._unit(" ".join(words[i : i + n]))
+                for n in range(2, self.config.word_ngrams + 1)
+                for i in range(len(words) - n + 1)
+            ]
+            ids = np.frombuffer(b"".join(map(_THIRD, units)), np.int32)
+            weights = np.frombuffer(b"".join(map(_FOURTH, units)), np.float32)
         np.add.at(out, ids, weights * np.float32(scale))
         return out
 

@@ -114,17 +114,18 @@ class SparseRunner:
     """Feeds an intent model a sentence's feature occurrences and reads its raw output.
 
     The model (format 4, see ``convert/quantize.py``) takes the buckets of the sentence's
-    n-gram occurrences, their weights and the scale that normalizes their sum. It gathers
-    one first-layer row per occurrence and sums them weighted, so the work per sentence
-    follows the ~20-150 features it has, not the thousands of buckets it could touch. Its
-    inputs have no fixed length, but resizing an interpreter costs more than a sentence:
-    so there is one interpreter per block of :data:`SLOT_STEP` slots (sharing the model's
-    bytes), sized once, and a sentence runs on the smallest that holds it, padded with
-    the bucket ``dim`` (a kernel row of zeros) at weight 0. A block's interpreter is made
-    the first time a sentence needs it (~0.4 ms, once): commands use two or three of the
-    sixteen, and each interpreter with ``threads`` > 1 has a thread pool of its own. The
-    runtime classifier and the build's evaluation both run models this way, so the numbers
-    in a model's report are the numbers the Pi computes.
+    n-gram occurrences (or a known word's own row, which sums its n-grams), their weights
+    and the scale that normalizes their sum. It gathers one first-layer row per occurrence
+    and sums them weighted, so the work per sentence follows the ~5-150 occurrences it
+    has, not the thousands of buckets it could touch. Its inputs have no fixed length, but
+    resizing an interpreter costs more than a sentence: so there is one interpreter per
+    block of :data:`SLOT_STEP` slots (sharing the model's bytes), sized once, and a
+    sentence runs on the smallest that holds it, padded with the zero row ``padding`` at
+    weight 0. A block's interpreter is made the first time a sentence needs it (~0.4 ms,
+    once): commands use one to three of the sixteen, and each interpreter with
+    ``threads`` > 1 has a thread pool of its own. The runtime classifier and the build's
+    evaluation both run models this way, so the numbers in a model's report are the
+    numbers the Pi computes.
     """
 
     def __init__(self, new_interpreter: Callable[[], Any], max_slots: int = MAX_SLOTS) -> None:
@@ -137,8 +138,9 @@ class SparseRunner:
                 " scale); rebuild it with 'voice-agent convert'"
             )
         out = first.get_output_details()[0]
-        self.dim = self._buckets(first) - 1
-        """The featurizer dim the model was built for; bucket ``dim`` is the padding."""
+        self.padding = self._buckets(first) - 1
+        """The zero row that pads a block: the featurizer's ``padding`` (its ``dim`` plus
+        its lexicon's words), which the model was built for."""
         self.classes = int(out["shape"][-1])
         self.max_slots = max_slots
         self._indices = tuple(inputs[name]["index"] for name in INPUTS)
@@ -155,7 +157,7 @@ class SparseRunner:
         for input_index in self._indices[:2]:
             interpreter.resize_tensor_input(input_index, [1, size])
         interpreter.allocate_tensors()
-        block = self._blocks[size // SLOT_STEP - 1] = _Block(interpreter, size, self.dim)
+        block = self._blocks[size // SLOT_STEP - 1] = _Block(interpreter, size, self.padding)
         return block
 
     @property
@@ -170,7 +172,7 @@ class SparseRunner:
 
     @staticmethod
     def _buckets(interpreter: Any) -> int:
-        """Rows of the gathered kernel: the featurizer dim plus the padding row. (The op
+        """Rows of the gathered kernel: the buckets, the lexicon and the padding row. (The op
         list is the only place the file states it; every runtime has it.)"""
         tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
         for op in interpreter._get_ops_details():
@@ -187,7 +189,7 @@ class SparseRunner:
         ids[:n] = features.ids[:n]
         weights[:n] = features.weights[:n]
         if block.used > n:  # what the previous, longer sentence left
-            ids[n : block.used] = self.dim
+            ids[n : block.used] = self.padding
             weights[n : block.used] = 0.0
         block.used = n
         self._scale[0, 0] = features.scale

@@ -47,9 +47,12 @@ def child(model: str, runtime: str, dim: int, texts_file: str, runs: int) -> Non
     from agent.tflite import SparseRunner, open_interpreter
 
     path = Path(model).resolve()
+    sidecar = path.with_suffix(".featurizer.json")
     if path.name == "intent.tflite" and (path.parent / "model.json").is_file():
         config = load_model_info(path.parent).featurizer
-    else:  # a bare .tflite from bench/nlu.py
+    elif sidecar.is_file():  # a bare .tflite from bench/nlu.py, with its word rows
+        config = FeaturizerConfig.from_json(json.loads(sidecar.read_text()))
+    else:
         config = FeaturizerConfig(dim=dim)
     featurizer = Featurizer(config)
     content = path.read_bytes()

@@ -9,13 +9,13 @@ It gathers one kernel row per occurrence, sums the rows weighted and multiplies 
 scale: the dense product, at ``K x hidden`` multiply-adds instead of ``dim x hidden``.
 
 ``K`` is left open in the file, and the runtime feeds each sentence in the smallest block
-of 32 slots that holds it (:class:`agent.tflite.SparseRunner`), padded with the bucket
-``dim`` (a kernel row of zeros) at weight 0, so a sentence pays for the occurrences it
-has. The weighted sum is written so that the converter makes it a TRANSPOSE (which
-XNNPACK takes) and a FULLY_CONNECTED of ``hidden`` rows against one output channel, the
-shape tflite_runtime 2.14's x86 int8 kernel runs fastest: its integer products run at
-about 1.5 multiply-adds per ns on this machine, so the cost follows ``K``
-(bench/latency.py).
+of 32 slots that holds it (:class:`agent.tflite.SparseRunner`), padded with the zero row
+``padding`` (after the buckets and the word rows) at weight 0, so a sentence pays
+for the occurrences it has. The weighted sum is written so that the converter makes it a
+TRANSPOSE (which XNNPACK takes) and a FULLY_CONNECTED of ``hidden`` rows against one
+output channel, the shape tflite_runtime 2.14's x86 int8 kernel runs fastest: its
+integer products run at about 1.5 multiply-adds per ns on this machine, so the cost
+follows ``K`` (bench/latency.py).
 
 Full-integer int8 calibrates every activation range on a representative set of real
 sentences, so the Pi runs only integer kernels and the file is about a quarter of the
@@ -25,6 +25,7 @@ float one. The int8 output layer is then swapped into the same fast shape
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
@@ -32,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from agent.featurize import Occurrences
+from agent.featurize import WORD_ROW_WEIGHT, Featurizer, Occurrences, tokenize
 from agent.tflite import MAX_SLOTS, block_size
 from convert.quiet import silenced
 from convert.rewrite import swap_output_layer
@@ -51,9 +52,34 @@ def dense_layers(model: keras.Model) -> tuple[keras.layers.Dense, keras.layers.D
     return dense[0], dense[1]
 
 
-def sparse_weights(model: keras.Model) -> tuple[np.ndarray, ...]:
+def word_rows(kernel: np.ndarray, featurizer: Featurizer, words: Sequence[str]) -> np.ndarray:
+    """One first-layer row per word: the sum of the rows of its word and character
+    n-grams, weighted as the featurizer weights them, over :data:`WORD_ROW_WEIGHT`. Fed as
+    one occurrence at that weight it adds exactly what its ~20 n-gram occurrences add,
+    since the sentence's scale multiplies both alike."""
+    rows = np.zeros((len(words), kernel.shape[1]), kernel.dtype)
+    for row, word in enumerate(words):
+        ids, weights = featurizer.ngrams(word)
+        rows[row] = weights.astype(kernel.dtype) @ kernel[ids] / WORD_ROW_WEIGHT
+    return rows
+
+
+def frequent_words(texts: Sequence[str], limit: int = 4096) -> tuple[str, ...]:
+    """The ``limit`` words most frequent in ``texts`` (ties alphabetically): the words
+    worth a row of their own, since nearly every command consists of them."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(tokenize(text))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return tuple(word for word, _ in ranked[:limit])
+
+
+def sparse_weights(
+    model: keras.Model, featurizer: Featurizer | None = None
+) -> tuple[np.ndarray, ...]:
     """``(kernel, bias, out_kernel, out_bias)`` with every hidden unit rescaled so that its
-    kernel column spans as much of ``[-128/127, 1]`` as it can.
+    kernel column spans as much of ``[-128/127, 1]`` as it can. With a ``featurizer`` that
+    has ``config.words``, their rows (:func:`word_rows`) follow the buckets' rows.
 
     ReLU commutes with a positive scale, so dividing column ``j`` (and its bias) by ``a_j``
     and multiplying row ``j`` of the output kernel by ``a_j`` computes the same function.
@@ -66,6 +92,8 @@ def sparse_weights(model: keras.Model) -> tuple[np.ndarray, ...]:
     """
     hidden, output = dense_layers(model)
     kernel, bias = (np.asarray(w, np.float64) for w in hidden.get_weights())
+    if featurizer is not None and featurizer.config.words:
+        kernel = np.vstack([kernel, word_rows(kernel, featurizer, featurizer.config.words)])
     out_kernel, out_bias = (np.asarray(w, np.float64) for w in output.get_weights())
     top = kernel.max(axis=0)
     bottom = -kernel.min(axis=0)
@@ -80,30 +108,38 @@ def sparse_weights(model: keras.Model) -> tuple[np.ndarray, ...]:
     )
 
 
-def sparse_samples(representative: Sequence[Occurrences], dim: int) -> Iterator[list[np.ndarray]]:
+def sparse_samples(
+    representative: Sequence[Occurrences], padding: int
+) -> Iterator[list[np.ndarray]]:
     """Calibration inputs: each sentence as the runtime feeds it, all in the block that
     holds the longest (TensorFlow's calibrator sizes the graph once, on the first)."""
     size = block_size(max((min(len(f.ids), MAX_SLOTS) for f in representative), default=0))
     for features in representative:
         n = min(len(features.ids), size)
-        ids = np.full((1, size), dim, np.int32)
+        ids = np.full((1, size), padding, np.int32)
         weights = np.zeros((1, size), np.float32)
         ids[0, :n] = features.ids[:n]
         weights[0, :n] = features.weights[:n]
         yield [ids, weights, np.array([[features.scale]], np.float32)]
 
 
-def to_tflite(model: keras.Model, representative: Sequence[Occurrences], mode: Mode) -> bytes:
+def to_tflite(
+    model: keras.Model,
+    representative: Sequence[Occurrences],
+    mode: Mode,
+    featurizer: Featurizer | None = None,
+) -> bytes:
     """Convert ``model`` (dense features -> logits) to a TFLite flatbuffer from a sentence's
     feature occurrences to probabilities.
 
     ``representative`` holds real sentences' features (training sentences): they calibrate
-    the int8 ranges.
+    the int8 ranges, and come from ``featurizer`` (the runtime's), whose ``config.words``
+    get first-layer rows of their own (:func:`word_rows`).
     """
-    kernel, bias, out_kernel, out_bias = sparse_weights(model)
+    kernel, bias, out_kernel, out_bias = sparse_weights(model, featurizer)
     dim, hidden = kernel.shape
-    # Row ``dim`` is the padding: zero, so a padded slot adds nothing (exactly, in int8 too:
-    # the equalized kernel has zero point 0), whatever its weight.
+    # Row ``dim`` (the featurizer's ``padding``) is zero, so a padded slot adds nothing
+    # (exactly, in int8 too: the equalized kernel has zero point 0), whatever its weight.
     padded_kernel = np.vstack([kernel, np.zeros((1, hidden), np.float32)])
 
     @tf.function(

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from agent.featurize import (
     _APOSTROPHE,
     _NON_WORD,
+    WORD_ROW_WEIGHT,
     Featurizer,
     FeaturizerConfig,
     normalize,
@@ -150,3 +151,41 @@ def test_the_ascii_path_normalizes_as_the_unicode_path(text: str) -> None:
     # what the general path gives (the featurizer's input, so the models', depends on it).
     general = _APOSTROPHE.sub("", unicodedata.normalize("NFKC", text).casefold())
     assert normalize(text) == " ".join(_NON_WORD.sub(" ", general).split())
+
+
+def test_a_word_with_a_row_is_one_occurrence_at_the_same_scale() -> None:
+    plain = Featurizer(FeaturizerConfig(dim=64))
+    config = FeaturizerConfig(dim=64, words=("kitchen", "the"))
+    rows = Featurizer(config)
+    assert (plain.config.padding, config.padding) == (64, 66)
+    words = tokenize("turn on the kitchen light")
+    before, after = plain.occurrences(words), rows.occurrences(words)
+    assert after.scale == before.scale  # the norm is the n-grams' either way
+    # "turn", "on" and "light" keep their n-grams; "the" and "kitchen" are rows 65 and 64.
+    turn, on, light = (len(plain.occurrences([w]).ids) for w in ("turn", "on", "light"))
+    assert after.ids[turn + on] == 65 and after.ids[turn + on + 1] == 64
+    assert after.weights[turn + on : turn + on + 2].tolist() == [WORD_ROW_WEIGHT] * 2
+    assert len(after.ids) == turn + on + 2 + light + 4  # and the four word pairs
+    pair_ids, pair_weights = rows.ngrams("the kitchen")
+    assert (len(pair_ids), pair_weights.tolist()) == (1, [1.0])
+    np.testing.assert_array_equal(rows.ngrams("kitchen")[0], plain.occurrences(["kitchen"]).ids)
+    # The dense vector (what the model is trained on) is the n-grams'.
+    np.testing.assert_array_equal(
+        rows.vector("turn on the kitchen light"), plain.vector("turn on the kitchen light")
+    )
+
+
+def test_word_rows_are_checked_and_stored_only_when_used() -> None:
+    assert "words" not in FeaturizerConfig(dim=64).to_json()  # older models read the same
+    config = FeaturizerConfig(dim=64, words=("lamp",))
+    assert config.to_json()["words"] == ["lamp"]
+    assert FeaturizerConfig.from_json(config.to_json()) == config
+    for words, problem in [
+        (("lamp", "lamp"), "has a word twice"),
+        (("Lamp",), "single normalized words"),
+        (("desk lamp",), "single normalized words"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            FeaturizerConfig(dim=64, words=words)
+    with pytest.raises(ValueError, match="must be a list"):
+        FeaturizerConfig.from_json({"dim": 64, "words": "lamp"})

@@ -383,14 +383,11 @@ else:
 import paho.mqtt.client
 import vosk
 import numpy as np
-from agent.featurize import Featurizer, FeaturizerConfig, tokenize
+from agent.classifier import IntentClassifier
 from agent.recognizer import packaged_model_dir
-from agent.tflite import SparseRunner, open_interpreter
-model = "models/smart-home-en/intent.tflite"
 for threads in (1, 4):  # XNNPACK's thread pool too
-    runner = SparseRunner(lambda: open_interpreter(model, "tflite_runtime", threads)[0])
-    features = Featurizer(FeaturizerConfig(dim=runner.dim)).occurrences(tokenize("lights on"))
-    assert np.isfinite(runner.probabilities(features)).all()
+    classifier = IntentClassifier.load("models/smart-home-en", "tflite_runtime", threads)
+    assert np.isfinite(classifier.probabilities("lights on")).all()
 vosk.SetLogLevel(-1)
 recognizer = vosk.KaldiRecognizer(vosk.Model(str(packaged_model_dir())), 16000)
 recognizer.AcceptWaveform(bytes(32000))

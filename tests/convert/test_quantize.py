@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -14,7 +15,7 @@ from agent.tflite import MAX_SLOTS, SLOT_STEP, SparseRunner
 from convert.build import split
 from convert.distill import FitConfig, fit
 from convert.model import MlpConfig, build_mlp
-from convert.quantize import sparse_samples, sparse_weights, to_tflite
+from convert.quantize import frequent_words, sparse_samples, sparse_weights, to_tflite
 from convert.quiet import silenced
 from convert.rewrite import swap_output_layer
 from convert.sentences import expand_negatives, expand_spec
@@ -37,6 +38,7 @@ class Trained:
         y_train = np.array([labels.index(e.intent) for e in train], np.int32)
         self.model = build_mlp(4096, len(labels), MlpConfig(hidden=96))
         fit(self.model, x_train, y_train, FitConfig(epochs=8), seed=0)
+        self.train_texts = [e.text for e in train]
         self.features = [self.featurizer.occurrences(tokenize(e.text)) for e in train]
         self.representative = self.features[:300]
         self.texts = [e.text for e in held]
@@ -45,8 +47,8 @@ class Trained:
     def keras_probabilities(self, dense: np.ndarray) -> np.ndarray:
         return keras.ops.convert_to_numpy(keras.ops.softmax(self.model(dense, training=False)))
 
-    def runner(self, mode: str) -> tuple[SparseRunner, bytes]:
-        content = self.export(mode)
+    def runner(self, mode: str, rows: Featurizer | None = None) -> tuple[SparseRunner, bytes]:
+        content = self.export(mode, rows)
 
         def new_interpreter() -> tf.lite.Interpreter:
             with silenced():
@@ -54,13 +56,17 @@ class Trained:
 
         return SparseRunner(new_interpreter), content
 
-    def export(self, mode: str) -> bytes:
-        return to_tflite(self.model, self.representative, mode)  # type: ignore[arg-type]
+    def export(self, mode: str, rows: Featurizer | None = None) -> bytes:
+        if rows is None:
+            return to_tflite(self.model, self.representative, mode)  # type: ignore[arg-type]
+        representative = [rows.occurrences(tokenize(t)) for t in self.train_texts[:300]]
+        return to_tflite(self.model, representative, mode, rows)  # type: ignore[arg-type]
 
-    def sparse_probabilities(self, runner: SparseRunner, texts: list[str]) -> np.ndarray:
-        return np.stack(
-            [runner.probabilities(self.featurizer.occurrences(tokenize(t))) for t in texts]
-        )
+    def sparse_probabilities(
+        self, runner: SparseRunner, texts: list[str], featurizer: Featurizer | None = None
+    ) -> np.ndarray:
+        featurizer = featurizer or self.featurizer
+        return np.stack([runner.probabilities(featurizer.occurrences(tokenize(t))) for t in texts])
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +88,7 @@ def test_rescaled_weights_compute_the_same_function(trained: Trained) -> None:
 
 def test_float32_sparse_model_equals_keras(trained: Trained) -> None:
     runner, _ = trained.runner("float32")
-    assert (runner.dim, runner.classes) == (4096, trained.model.output_shape[-1])
+    assert (runner.padding, runner.classes) == (4096, trained.model.output_shape[-1])
     # The example's commands fill up to ~150 slots: blocks of 32 up to 512 hold them all.
     assert max(len(f.ids) for f in trained.features) <= 160
     got = trained.sparse_probabilities(runner, trained.texts)
@@ -94,7 +100,7 @@ def test_int8_sparse_model_matches_dense_float(trained: Trained) -> None:
     kernel = next(
         t
         for t in runner.interpreter.get_tensor_details()
-        if t["shape"].tolist() == [runner.dim + 1, trained.model.get_layer("hidden").units]
+        if t["shape"].tolist() == [runner.padding + 1, trained.model.get_layer("hidden").units]
     )
     assert kernel["dtype"] == np.int8
     assert kernel["quantization"] == pytest.approx((1 / 127, 0))
@@ -187,10 +193,33 @@ def test_float16_model_is_half_the_size_and_close_to_keras(trained: Trained) -> 
     kernel = next(
         t
         for t in runner.interpreter.get_tensor_details()
-        if t["shape"].tolist() == [runner.dim + 1, trained.model.get_layer("hidden").units]
+        if t["shape"].tolist() == [runner.padding + 1, trained.model.get_layer("hidden").units]
     )
     assert kernel["dtype"] == np.float16
     got = trained.sparse_probabilities(runner, trained.texts)
     want = trained.keras_probabilities(trained.dense)
     assert np.max(np.abs(got - want)) < 0.01
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.995
+
+
+def test_word_rows_feed_fewer_slots_for_the_same_answers(trained: Trained) -> None:
+    words = frequent_words(trained.train_texts, 200)
+    assert words[:3] == ("the", "in", "light")  # most frequent first
+    rows = Featurizer(replace(trained.featurizer.config, words=words))
+    # A word the rows do not have keeps its n-grams: "lampshade" is not in the spec.
+    texts = [*trained.texts, "turn on the kitchen lampshade"]
+    runner, _ = trained.runner("float32", rows)
+    assert runner.padding == 4096 + 200 == rows.config.padding
+    want = trained.keras_probabilities(trained.featurizer.transform(texts))
+    np.testing.assert_allclose(trained.sparse_probabilities(runner, texts, rows), want, atol=1e-5)
+    # The norm is the n-grams' either way; the slots are a fraction.
+    plain = [trained.featurizer.occurrences(tokenize(t)) for t in texts]
+    fewer = [rows.occurrences(tokenize(t)) for t in texts]
+    assert [f.scale for f in fewer] == [f.scale for f in plain]
+    assert sum(len(f.ids) for f in fewer) * 3 < sum(len(f.ids) for f in plain)
+    assert max(f.ids.max() for f in fewer) < rows.config.padding
+    # int8: the word rows share the first layer's one quantization scale.
+    runner, _ = trained.runner("int8", rows)
+    got = trained.sparse_probabilities(runner, texts, rows)
+    assert np.mean(np.abs(got - want)) < 0.01
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.99
