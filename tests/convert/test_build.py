@@ -76,8 +76,10 @@ def test_tflite_is_full_integer_int8_with_a_sparse_first_layer(built_ko: Path) -
     ]
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     gather = next(op for op in ops if op["op_name"] == "GATHER")
-    # The featurizer's 4096 buckets and the zero row that pads.
-    assert tensors[gather["inputs"][0]]["shape"].tolist() == [4097, 96]
+    # The featurizer's 4096 buckets, a row per training word, and the zero row that pads.
+    words = json.loads((built_ko / "model.json").read_text())["featurizer"]["words"]
+    assert 30 <= len(words) <= 60  # the Korean spec's vocabulary
+    assert tensors[gather["inputs"][0]]["shape"].tolist() == [4096 + len(words) + 1, 96]
     # The only floats are the weights and scale inputs, which QUANTIZE turns to int8.
     # Everything else is int8 but bucket numbers, shapes and slice bounds.
     floats = {i for i, t in tensors.items() if t["dtype"] == np.float32}
