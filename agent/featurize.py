@@ -189,10 +189,10 @@ class Featurizer:
             self._cache[key] = result
         return result
 
-    def occurrences(self, words: list[str]) -> Occurrences:
-        """The features of already-normalized ``words``: see :class:`Occurrences`."""
+    def _units(self, words: list[str]) -> list[tuple[bytes, bytes, bytes, bytes]]:
+        """The cached features of each word, then of each word n-gram, in that order."""
         # The hot path of every command: cache hits are looked up inline (a method call
-        # per word cost a third of this function) and pairs are formatted, not joined.
+        # per word cost a third of the featurizer's time) and pairs are formatted, not joined.
         cache, unit = self._cache, self._unit
         units = [cache.get(word) or unit(word) for word in words]
         if self.config.word_ngrams >= 2:
@@ -200,6 +200,11 @@ class Featurizer:
             units += [cache.get(pair) or unit(pair) for pair in pairs]
         for n in range(3, self.config.word_ngrams + 1):
             units += [unit(" ".join(words[i : i + n])) for i in range(len(words) - n + 1)]
+        return units
+
+    def occurrences(self, words: list[str]) -> Occurrences:
+        """The features of already-normalized ``words``: see :class:`Occurrences`."""
+        units = self._units(words)
         ids = np.frombuffer(b"".join(map(_FIRST, units)), np.int32)
         weights = np.frombuffer(b"".join(map(_SECOND, units)), np.float32)
         if not len(ids):
@@ -221,16 +226,11 @@ class Featurizer:
         into the preallocated ``out``."""
         out.fill(0.0)
         words = tokenize(text)
-        ids, weights, scale = self.occurrences(words)
-        if self._rows and len(ids):
-            units = [self._unit(w) for w in words]
-            units += [
-                self._unit(" ".join(words[i : i + n]))
-                for n in range(2, self.config.word_ngrams + 1)
-                for i in range(len(words) - n + 1)
-            ]
-            ids = np.frombuffer(b"".join(map(_THIRD, units)), np.int32)
-            weights = np.frombuffer(b"".join(map(_FOURTH, units)), np.float32)
+        scale = self.occurrences(words).scale
+        # The n-grams, also of words the model feeds as rows (the same bytes for the rest).
+        units = self._units(words)
+        ids = np.frombuffer(b"".join(map(_THIRD, units)), np.int32)
+        weights = np.frombuffer(b"".join(map(_FOURTH, units)), np.float32)
         np.add.at(out, ids, weights * np.float32(scale))
         return out
 

