@@ -92,7 +92,9 @@ def _child(kind: str, model_path: str, texts_path: str, out_path: str, n_latency
         from agent.featurize import tokenize
         from agent.tflite import SparseRunner
 
-        featurizer = Featurizer(FeaturizerConfig.from_json(payload["featurizer"]))
+        # The settings the file was exported with, from the sidecar bench/latency.py reads.
+        sidecar = Path(model_path).with_suffix(".featurizer.json")
+        featurizer = Featurizer(FeaturizerConfig.from_json(json.loads(sidecar.read_text())))
         content = Path(model_path).read_bytes()
         runner = SparseRunner(lambda: Interpreter(model_content=content, num_threads=1))
 
@@ -176,12 +178,9 @@ def _run_child(
     timed: list[str],
     work: Path,
     n_latency: int,
-    featurizer: FeaturizerConfig = STUDENT_FEATURIZER,
 ) -> tuple[np.ndarray, dict[str, float]]:
     texts_path = work / f"{kind}-texts.json"
-    texts_path.write_text(
-        json.dumps({"texts": texts, "timed": timed, "featurizer": featurizer.to_json()})
-    )
+    texts_path.write_text(json.dumps({"texts": texts, "timed": timed}))
     out_path = work / f"{kind}-{model_path.stem}-scores.npy"
     env = dict(os.environ, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
     cmd = [
@@ -552,12 +551,10 @@ def bench_dataset(
         blob = to_tflite(student, representative, mode, featurizer)
         path = work / f"student-{mode}.tflite"
         path.write_bytes(blob)
-        # What bench/latency.py needs to feed the file as the runtime would.
+        # What the child and bench/latency.py need to feed the file as the runtime would.
         sidecar = path.with_suffix(".featurizer.json")
         sidecar.write_text(json.dumps(student_featurizer.to_json()))
-        scores, stats = _run_child(
-            "tflite", path, eval_texts, timed, work, args.latency_n, student_featurizer
-        )
+        scores, stats = _run_child("tflite", path, eval_texts, timed, work, args.latency_n)
         finish(name, scores, stats, len(blob))
     keras.backend.clear_session()
 
@@ -679,7 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input-dropout", type=float, default=0.2)
     parser.add_argument("--dropout", type=float, default=0.3)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
+    parser.add_argument(
+        "--schedule", default="constant", help="student learning rate (convert.distill.SCHEDULES)"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--alpha", type=float, default=0.3)
     parser.add_argument("--temperature", type=float, default=3.0)
@@ -739,6 +738,12 @@ def main(argv: list[str] | None = None) -> int:
         kind, model, texts, out, n = args.child
         _child(kind, model, texts, out, int(n))
         return 0
+    from convert.distill import FitConfig
+
+    try:  # the trainer's own check, so the choices are listed in one place
+        FitConfig(schedule=args.schedule)
+    except ValueError as err:
+        parser.error(str(err))
     if args.quick:
         args.latency_n = min(args.latency_n, 200)
     # -v also shows the teacher's fine-tuning progress (minutes per epoch on a small CPU).

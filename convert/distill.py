@@ -34,7 +34,9 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule '{self.schedule}' (expected {SCHEDULES})")
+            raise ValueError(
+                f"unknown schedule '{self.schedule}' (expected {', '.join(SCHEDULES)})"
+            )
 
 
 SCHEDULES = ("constant", "cosine")

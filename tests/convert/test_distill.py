@@ -68,5 +68,7 @@ def test_cosine_schedule_settles_the_weights_by_the_last_epoch() -> None:
 
 
 def test_unknown_schedule_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown schedule 'step'"):
+    with pytest.raises(
+        ValueError, match=r"^unknown schedule 'step' \(expected constant, cosine\)$"
+    ):
         FitConfig(schedule="step")
