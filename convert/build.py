@@ -47,6 +47,8 @@ from convert.sentences import NONE_INTENT, Example, expand_negatives, expand_spe
 from convert.spec import Spec
 
 Progress = Callable[[str], None]
+_WRONG_LISTED = 50
+"""Spec sentences that the shipped model gets wrong, listed in the report (the rest counted)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class BuildOptions:
     """Target sparsity of the pruned student (0 = no pruning)."""
     prune_epochs: int = 10
     quantize: Mode = "int8"
+    refit: bool = True
+    """Ship the recipe refit on every sentence, the held-out ones included, once the split
+    has scored it: a command the templates write out must not be unknown to the model
+    because the split held it out. The threshold stays the one the split calibrated."""
     word_rows: int = 4096
     """The most frequent training words that get a first-layer row of their own, so that a
     command feeds ~1 occurrence per word instead of ~20 (:func:`convert.quantize.word_rows`;
@@ -199,131 +205,34 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
         f"{len(examples)} sentences for {len(spec.intents)} intents, {len(negatives)} out-of-scope;"
         f" training on {len(train)}, holding out {len(held)}"
     )
-    train = balance(train)
-    featurizer = Featurizer(options.featurizer)
-    train_texts = [e.text for e in train]
     held_texts = [e.text for e in held]
-    y_train = np.array([index[e.intent] for e in train], np.int32)
     y_held = np.array([index[e.intent] for e in held], np.int32)
-    x_train = featurizer.transform(train_texts)
-    n_classes = len(labels)
-    stages: list[StageResult] = []
-    # The model is trained on n-gram vectors; the exported file and the runtime's
-    # featurizer add a row per frequent word, for the same answers from fewer slots.
-    runtime = Featurizer(
-        replace(options.featurizer, words=frequent_words(train_texts, options.word_rows))
-    )
-    # 300 training sentences calibrate int8; all of them say how many slots a command fills.
-    features = [runtime.occurrences(tokenize(text)) for text in train_texts]
-    order = np.random.default_rng(options.seed).permutation(len(features))[:300]
-    export = partial(to_tflite, representative=[features[i] for i in order], featurizer=runtime)
-    filled = [min(len(f.ids), MAX_SLOTS) for f in features]
-
-    def epochs(stage: str, total: int) -> Callable[[int, float], None]:
-        return lambda epoch, loss: progress(f"[{stage}] epoch {epoch + 1}/{total} loss {loss:.4f}")
-
-    # 1. Teacher: a bigger model whose softened outputs teach the student.
-    teacher_logits = None
-    transfer_texts = train_texts + augment(train_texts, options.augment, options.seed)
-    if options.teacher != "none":
-        teacher = _teacher(options.teacher)
-        progress(f"[teacher] training {teacher.name}")
-        teacher.fit(train_texts, y_train, n_classes, options.seed)
-        teacher_logits = teacher.logits(transfer_texts)
-        t_pred = teacher.logits(held_texts).argmax(1)
-        p50, p99 = latency_us(lambda t: teacher.logits([t]), held_texts[:100], rounds=1)
-        stages.append(
-            StageResult(
-                f"teacher ({teacher.name})",
-                float(np.mean(t_pred == y_held)),
-                teacher.size_bytes(),
-                p50,
-                p99,
-            )
-        )
-    x_transfer, y_transfer = x_train, y_train
-    if teacher_logits is not None:
-        copies = transfer_texts[len(train_texts) :]
-        x_transfer = np.concatenate([x_train, featurizer.transform(copies)])
-        y_transfer = np.concatenate([y_train, np.full(len(copies), -1, np.int32)])
-
-    # 2. Student, distilled from the teacher (or trained on labels alone).
-    student = build_mlp(featurizer.config.dim, n_classes, options.student)
-    fit(
-        student,
-        x_transfer,
-        y_transfer,
-        FitConfig(epochs=options.epochs, alpha=options.alpha, temperature=options.temperature),
-        seed=options.seed,
-        teacher_logits=teacher_logits,
-        on_epoch=epochs("student", options.epochs),
-    )
-    float_model = TFLiteModel(export(student, mode="float32"), runtime)
-    stages.append(
-        _stage(
-            "float student",
-            float_model,
-            held_texts,
-            y_held,
-            "distilled" if teacher_logits is not None else "labels only",
-        )
-    )
-
-    # 3. Magnitude pruning, fine-tuned with the same loss.
-    final = student
-    if options.prune > 0:
-        pruned = keras.models.clone_model(student)
-        pruned.set_weights(student.get_weights())
-        steps = options.prune_epochs * -(-len(y_transfer) // 64)
-        pruner = MagnitudePruner(pruned, options.prune, steps)
-        fit(
-            pruned,
-            x_transfer,
-            y_transfer,
-            FitConfig(
-                epochs=options.prune_epochs,
-                learning_rate=5e-4,
-                alpha=options.alpha,
-                temperature=options.temperature,
-            ),
-            seed=options.seed + 1,
-            teacher_logits=teacher_logits,
-            pruner=pruner,
-            on_epoch=epochs("prune", options.prune_epochs),
-        )
-        pruned_model = TFLiteModel(export(pruned, mode="float32"), runtime)
-        gz = len(gzip.compress(pruned_model.content, 9))
-        stages.append(
-            _stage(
-                "pruned student",
-                pruned_model,
-                held_texts,
-                y_held,
-                f"sparsity {sparsity(pruned):.0%}, {gz} bytes gzipped",
-            )
-        )
-        final = pruned
-
-    # 4. Quantization of the final network, calibrated on real feature vectors.
-    content = export(final, mode=options.quantize)
-    final_model = TFLiteModel(content, runtime)
-    probs = final_model.probabilities(held_texts)
-    stages.append(
-        _stage(
-            f"{options.quantize} student",
-            final_model,
-            held_texts,
-            y_held,
-            f"{len(gzip.compress(content, 9))} bytes gzipped",
-            probs,
-        )
-    )
-    rejection = calibrate(probs, y_held, none, floor=0.5)
+    scored = _train(train, index, options, progress, "", (held_texts, y_held))
+    rejection = calibrate(scored.probs, y_held, none, floor=0.5)
     progress(
         f"threshold {rejection.threshold:.2f}: in-scope accuracy {rejection.in_scope_accuracy:.1%},"
         f" out-of-scope rejected {rejection.out_of_scope_rejected:.1%}"
     )
-    pred = decide(probs, none, rejection.threshold)
+    shipped = scored
+    if options.refit:
+        progress(f"refitting on all {len(train) + len(held)} sentences")
+        shipped = _train(train + held, index, options, progress, "refit ", None)
+    content, runtime = shipped.content, shipped.runtime
+    shipped_model = TFLiteModel(content, runtime)
+    # What the shipped file makes of the spec's own sentences: with the refit, trained on
+    # all of them, it should accept every command its templates write out.
+    every = examples + negatives
+    spec_pred = decide(
+        shipped_model.probabilities([e.text for e in every]), none, rejection.threshold
+    )
+    wrong = [
+        {"text": e.text, "intent": e.intent, "got": labels[p] if p >= 0 else NONE_LABEL}
+        for e, p in zip(every, spec_pred, strict=True)
+        if p != index[e.intent]
+    ]
+    probes = held_texts[:: max(1, len(held_texts) // 24)]
+    probe_probs = shipped_model.probabilities(probes) if probes else []
+    pred = decide(scored.probs, none, rejection.threshold)
     # Rejected in-scope answers count as the none column of the confusion matrix.
     cm_labels = labels if none >= 0 else [*labels, NONE_LABEL]
     cm_pred = np.where(pred < 0, len(cm_labels) - 1, pred)
@@ -338,30 +247,33 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
             "out_of_scope": len(negatives),
             "train": len(train),
             "held_out": len(held),
-            "transfer": len(transfer_texts),
+            "transfer": scored.transfer,
         },
-        "stages": [s.to_json() for s in stages],
+        "stages": [s.to_json() for s in scored.stages],
         # Feature occurrences per training sentence: the slots of the TFLite input a command
         # fills (at most MAX_SLOTS, in blocks of SLOT_STEP), which its invoke time follows.
         "occurrences": {
-            "p50": int(np.percentile(filled, 50)),
-            "p99": int(np.percentile(filled, 99)),
-            "max": max(filled),
+            "p50": int(np.percentile(shipped.filled, 50)),
+            "p99": int(np.percentile(shipped.filled, 99)),
+            "max": max(shipped.filled),
             "slots_max": MAX_SLOTS,
             "slots_step": SLOT_STEP,
         },
         "rejection": asdict(rejection),
+        "shipped": {
+            "refit": options.refit,
+            "trained_on": len(train) + len(held) if options.refit else len(train),
+            "sentences": len(every),
+            "right": len(every) - len(wrong),
+            "wrong": wrong[:_WRONG_LISTED],
+        },
         "per_intent": per_class_f1(cm_labels, y_held.copy(), cm_pred),
         "labels": cm_labels,
-        # Outputs of the shipped model on a few held-out sentences: the runtime's tests check
+        # Outputs of the shipped file on a few held-out sentences: the runtime's tests check
         # that the Pi's interpreter and featurizer give the same numbers.
         "probes": [
             {"text": text, "probabilities": [round(float(p), 6) for p in row]}
-            for text, row in zip(
-                held_texts[:: max(1, len(held_texts) // 24)],
-                probs[:: max(1, len(held_texts) // 24)],
-                strict=True,
-            )
+            for text, row in zip(probes, probe_probs, strict=True)
         ],
         "confusion": confusion(
             len(cm_labels), np.where(y_held < 0, len(cm_labels) - 1, y_held), cm_pred
@@ -392,7 +304,153 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
         "tflite_sha256": hashlib.sha256(content).hexdigest(),
     }
     _write(output, content, metadata, vosk_grammar(spec), report)
-    return BuildResult(output, stages, rejection, labels, len(train), len(held), report)
+    return BuildResult(output, scored.stages, rejection, labels, len(train), len(held), report)
+
+
+@dataclass
+class _Trained:
+    """One run of the recipe: the file in the shipped format and how it was made."""
+
+    content: bytes
+    runtime: Featurizer
+    """The featurizer that feeds the file: the settings plus a row per frequent word."""
+    stages: list[StageResult]
+    """Each stage scored on the held-out split (none for a refit)."""
+    probs: np.ndarray
+    """The final file's probabilities on the held-out split (empty for a refit)."""
+    transfer: int
+    """Sentences the student learnt from: training sentences and perturbed copies."""
+    filled: list[int]
+    """Feature occurrences of each training sentence, as the runtime feeds them."""
+
+
+def _train(
+    examples: list[Example],
+    index: dict[str, int],
+    options: BuildOptions,
+    progress: Progress,
+    tag: str,
+    held: tuple[list[str], np.ndarray] | None,
+) -> _Trained:
+    """Teacher, distilled student, pruning and quantization on ``examples``; each stage is
+    scored on ``held`` (texts and labels) when given. ``tag`` prefixes the progress lines."""
+    train = balance(examples)
+    featurizer = Featurizer(options.featurizer)
+    train_texts = [e.text for e in train]
+    held_texts, y_held = held if held is not None else ([], np.zeros(0, np.int32))
+    y_train = np.array([index[e.intent] for e in train], np.int32)
+    x_train = featurizer.transform(train_texts)
+    n_classes = len(index)
+    stages: list[StageResult] = []
+    # The model is trained on n-gram vectors; the exported file and the runtime's
+    # featurizer add a row per frequent word, for the same answers from fewer slots.
+    runtime = Featurizer(
+        replace(options.featurizer, words=frequent_words(train_texts, options.word_rows))
+    )
+    # 300 training sentences calibrate int8; all of them say how many slots a command fills.
+    features = [runtime.occurrences(tokenize(text)) for text in train_texts]
+    order = np.random.default_rng(options.seed).permutation(len(features))[:300]
+    export = partial(to_tflite, representative=[features[i] for i in order], featurizer=runtime)
+    filled = [min(len(f.ids), MAX_SLOTS) for f in features]
+
+    def epochs(stage: str, total: int) -> Callable[[int, float], None]:
+        return lambda epoch, loss: progress(
+            f"[{tag}{stage}] epoch {epoch + 1}/{total} loss {loss:.4f}"
+        )
+
+    def score(name: str, model: TFLiteModel, note: str, probs: np.ndarray | None = None) -> None:
+        stages.append(_stage(name, model, held_texts, y_held, note, probs))
+
+    # 1. Teacher: a bigger model whose softened outputs teach the student.
+    teacher_logits = None
+    transfer_texts = train_texts + augment(train_texts, options.augment, options.seed)
+    if options.teacher != "none":
+        teacher = _teacher(options.teacher)
+        progress(f"[{tag}teacher] training {teacher.name}")
+        teacher.fit(train_texts, y_train, n_classes, options.seed)
+        teacher_logits = teacher.logits(transfer_texts)
+        if held is not None:
+            t_pred = teacher.logits(held_texts).argmax(1)
+            p50, p99 = latency_us(lambda t: teacher.logits([t]), held_texts[:100], rounds=1)
+            stages.append(
+                StageResult(
+                    f"teacher ({teacher.name})",
+                    float(np.mean(t_pred == y_held)),
+                    teacher.size_bytes(),
+                    p50,
+                    p99,
+                )
+            )
+    x_transfer, y_transfer = x_train, y_train
+    if teacher_logits is not None:
+        copies = transfer_texts[len(train_texts) :]
+        x_transfer = np.concatenate([x_train, featurizer.transform(copies)])
+        y_transfer = np.concatenate([y_train, np.full(len(copies), -1, np.int32)])
+
+    # 2. Student, distilled from the teacher (or trained on labels alone).
+    student = build_mlp(featurizer.config.dim, n_classes, options.student)
+    fit(
+        student,
+        x_transfer,
+        y_transfer,
+        FitConfig(epochs=options.epochs, alpha=options.alpha, temperature=options.temperature),
+        seed=options.seed,
+        teacher_logits=teacher_logits,
+        on_epoch=epochs("student", options.epochs),
+    )
+    if held is not None:
+        float_model = TFLiteModel(export(student, mode="float32"), runtime)
+        score(
+            "float student",
+            float_model,
+            "distilled" if teacher_logits is not None else "labels only",
+        )
+
+    # 3. Magnitude pruning, fine-tuned with the same loss.
+    final = student
+    if options.prune > 0:
+        pruned = keras.models.clone_model(student)
+        pruned.set_weights(student.get_weights())
+        steps = options.prune_epochs * -(-len(y_transfer) // 64)
+        pruner = MagnitudePruner(pruned, options.prune, steps)
+        fit(
+            pruned,
+            x_transfer,
+            y_transfer,
+            FitConfig(
+                epochs=options.prune_epochs,
+                learning_rate=5e-4,
+                alpha=options.alpha,
+                temperature=options.temperature,
+            ),
+            seed=options.seed + 1,
+            teacher_logits=teacher_logits,
+            pruner=pruner,
+            on_epoch=epochs("prune", options.prune_epochs),
+        )
+        if held is not None:
+            pruned_model = TFLiteModel(export(pruned, mode="float32"), runtime)
+            gz = len(gzip.compress(pruned_model.content, 9))
+            score(
+                "pruned student",
+                pruned_model,
+                f"sparsity {sparsity(pruned):.0%}, {gz} bytes gzipped",
+            )
+        final = pruned
+
+    # 4. Quantization of the final network, calibrated on real feature vectors.
+    content = export(final, mode=options.quantize)
+    probs = np.zeros((0, n_classes), np.float32)
+    if held is not None:
+        final_model = TFLiteModel(content, runtime)
+        probs = final_model.probabilities(held_texts)
+        score(
+            f"{options.quantize} student",
+            final_model,
+            f"{len(gzip.compress(content, 9))} bytes gzipped",
+            probs,
+        )
+    return _Trained(content, runtime, stages, probs, len(transfer_texts), filled)
 
 
 def _stage(

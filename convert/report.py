@@ -32,6 +32,30 @@ def stage_table(stages: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def shipped_lines(shipped: dict[str, Any]) -> list[str]:
+    """What ``intent.tflite`` is, and what it makes of the spec's own sentences (shared by
+    report.md and the CLI summary)."""
+    if shipped["refit"]:
+        lines = [
+            f"`intent.tflite` is the same recipe refit on all {shipped['trained_on']} sentences,"
+            " the held-out ones included, with the threshold calibrated above."
+        ]
+    else:
+        lines = ["`intent.tflite` is the last stage above (built with refitting off)."]
+    lines.append(
+        f"Of the spec's {shipped['sentences']} sentences (commands and out-of-scope) it gets"
+        f" {shipped['right']} right ({shipped['right'] / max(shipped['sentences'], 1):.2%})."
+    )
+    wrong = shipped["wrong"]
+    if wrong:
+        more = shipped["sentences"] - shipped["right"] - len(wrong)
+        lines += ["", "| sentence | intent | shipped model says |", "|---|---|---|"]
+        lines += [f"| {w['text']} | {w['intent']} | {w['got']} |" for w in wrong]
+        if more:
+            lines += ["", f"and {more} more (report.json lists the first {len(wrong)})."]
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     counts = report["counts"]
     occ = report["occurrences"]
@@ -63,7 +87,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"- in-scope sentences wrongly rejected: {rej['in_scope_rejected']:.2%}",
         f"- out-of-scope sentences rejected: {rej['out_of_scope_rejected']:.2%}",
         "",
-        "## Per intent (final model, threshold applied)",
+        "## Shipped model",
+        "",
+        *shipped_lines(report["shipped"]),
+        "",
+        f"## Per intent (the {report['stages'][-1]['stage']} above, threshold applied)",
         "",
         "| intent | precision | recall | F1 | held out |",
         "|---|---:|---:|---:|---:|",

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.featurize import Featurizer, FeaturizerConfig
 from convert.build import BuildOptions, build, split
+from convert.evaluate import TFLiteModel
 from convert.sentences import Example
 from convert.spec import load_spec
 from convert.teacher import minilm_missing
@@ -108,6 +110,12 @@ def test_report_measures_every_stage(built_ko: Path) -> None:
     assert set(report["per_intent"]) == {"LightOn", "LightOff", "MusicPlay", "MusicStop", "<none>"}
     md = (built_ko / "report.md").read_text()
     assert "| int8 student |" in md and "out-of-scope sentences rejected" in md
+    counts, shipped = report["counts"], report["shipped"]
+    assert shipped["refit"] is True
+    assert shipped["trained_on"] == counts["train"] + counts["held_out"]
+    assert shipped["sentences"] == counts["sentences"] + counts["out_of_scope"]
+    assert f"refit on all {shipped['trained_on']} sentences" in md
+    assert [w for w in shipped["wrong"] if w["intent"] != "<none>"] == []
 
 
 def test_metadata_and_grammar(built_ko: Path) -> None:
@@ -134,6 +142,27 @@ def test_english_example_reaches_97_percent_and_rejects(built_en: Path) -> None:
     assert int8["accuracy"] >= float_["accuracy"] - 0.005
 
 
+def test_shipped_model_knows_every_command_of_its_spec(built_en: Path) -> None:
+    # The split holds out a fifth of each intent; the shipped file is refit on them too, so
+    # "decrease the volume" works although the scored model never saw it (at 0.75 it was
+    # rejected). At most a few out-of-scope fragments ("degrees") may still pass.
+    report = json.loads((built_en / "report.json").read_text())
+    shipped = report["shipped"]
+    assert [w for w in shipped["wrong"] if w["intent"] != "<none>"] == []
+    assert shipped["right"] >= shipped["sentences"] - 3
+    held = [p["text"] for p in report["probes"]]
+    assert len(held) >= 10
+    meta = json.loads((built_en / "model.json").read_text())
+    model = TFLiteModel(
+        (built_en / "intent.tflite").read_bytes(),
+        Featurizer(FeaturizerConfig.from_json(meta["featurizer"])),
+    )
+    probs = model.probabilities(["decrease the volume", "it's too loud", "i can't hear it"])
+    labels = [meta["labels"][i] for i in probs.argmax(1)]
+    assert labels == ["VolumeDown", "VolumeDown", "VolumeUp"]
+    assert probs.max(1).min() >= meta["threshold"]
+
+
 def test_build_is_reproducible(built_ko: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     build(load_spec(ROOT / "examples/ko/smart-home.yaml"), again, BuildOptions(epochs=15), print)
@@ -158,22 +187,25 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_convert_shows_progress_and_summary(tmp_path: Path) -> None:
-    out = cli(
-        str(ROOT / "examples/ko/smart-home.yaml"),
-        "-o",
-        str(tmp_path / "m"),
-        "--epochs",
-        "3",
-        "--teacher",
-        "none",
-        "--prune",
-        "0",
-    )
+@pytest.mark.parametrize("refit", [True, False])
+def test_cli_convert_shows_progress_and_summary(refit: bool, tmp_path: Path) -> None:
+    args = ["--epochs", "3", "--teacher", "none", "--prune", "0"]
+    spec = str(ROOT / "examples/ko/smart-home.yaml")
+    out = cli(spec, "-o", str(tmp_path / "m"), *args, *([] if refit else ["--no-refit"]))
     assert out.returncode == 0, out.stderr
     assert "[student] epoch 3/3" in out.stderr
+    assert ("[refit student] epoch 3/3" in out.stderr) is refit
     assert "| float student |" in out.stdout and "| int8 student |" in out.stdout
     assert "pruned" not in out.stdout
+    report = json.loads((tmp_path / "m/report.json").read_text())
+    shipped = report["shipped"]
+    assert shipped["refit"] is refit
+    if refit:
+        assert f"refit on all {shipped['trained_on']} sentences" in out.stdout
+    else:
+        assert "intent.tflite is the last stage above" in out.stdout
+        assert shipped["trained_on"] == report["counts"]["train"]
+    assert f"gets {shipped['right']} right" in out.stdout
     assert f"wrote {tmp_path / 'm'}/" in out.stdout
 
 
