@@ -247,6 +247,7 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
             "out_of_scope": len(negatives),
             "train": len(train),
             "held_out": len(held),
+            "balanced": scored.balanced,
             "transfer": scored.transfer,
         },
         "stages": [s.to_json() for s in scored.stages],
@@ -318,8 +319,10 @@ class _Trained:
     """Each stage scored on the held-out split (none for a refit)."""
     probs: np.ndarray
     """The final file's probabilities on the held-out split (empty for a refit)."""
+    balanced: int
+    """Training sentences once small intents are repeated (:func:`balance`)."""
     transfer: int
-    """Sentences the student learnt from: training sentences and perturbed copies."""
+    """Sentences the student learnt from: the balanced ones and their perturbed copies."""
     filled: list[int]
     """Feature occurrences of each training sentence, as the runtime feeds them."""
 
@@ -450,7 +453,7 @@ def _train(
             f"{len(gzip.compress(content, 9))} bytes gzipped",
             probs,
         )
-    return _Trained(content, runtime, stages, probs, len(transfer_texts), filled)
+    return _Trained(content, runtime, stages, probs, len(train), len(y_transfer), filled)
 
 
 def _stage(

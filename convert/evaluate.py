@@ -48,7 +48,8 @@ class TFLiteModel:
             with silenced():
                 return tf.lite.Interpreter(model_content=content, num_threads=1)
 
-        self.runner = SparseRunner(new_interpreter)
+        with silenced():  # the first allocation prints "Created TensorFlow Lite XNNPACK ..."
+            self.runner = SparseRunner(new_interpreter)
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         return np.stack(

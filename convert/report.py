@@ -66,8 +66,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Built {report['created']} from `{report['spec']}`"
         f" (sha256 `{report['spec_sha256'][:12]}`).",
         f"{counts['sentences']} in-scope and {counts['out_of_scope']} out-of-scope sentences;"
-        f" trained on {counts['train']} (+{counts['transfer'] - counts['train']} perturbed copies"
-        f" labelled by the teacher), scored on {counts['held_out']} held out.",
+        f" trained on {counts['train']} ({counts['balanced']} with small intents repeated,"
+        f" +{counts['transfer'] - counts['balanced']} perturbed copies labelled by the teacher),"
+        f" scored on {counts['held_out']} held out.",
         "",
         "## Stages",
         "",

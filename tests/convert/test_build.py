@@ -113,6 +113,8 @@ def test_report_measures_every_stage(built_ko: Path) -> None:
     counts, shipped = report["counts"], report["shipped"]
     assert shipped["refit"] is True
     assert shipped["trained_on"] == counts["train"] + counts["held_out"]
+    assert counts["train"] <= counts["balanced"] < counts["transfer"]
+    assert f"trained on {counts['train']} ({counts['balanced']} with small intents" in md
     assert shipped["sentences"] == counts["sentences"] + counts["out_of_scope"]
     assert f"refit on all {shipped['trained_on']} sentences" in md
     assert [w for w in shipped["wrong"] if w["intent"] != "<none>"] == []
