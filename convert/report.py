@@ -127,7 +127,7 @@ def confusion_png(path: Path, labels: list[str], matrix: list[list[int]]) -> Non
             if data[i, j]:
                 color = "white" if share[i, j] > 0.5 else "black"
                 ax.text(j, i, int(data[i, j]), ha="center", va="center", fontsize=7, color=color)
-    ax.set_title("held-out confusion (final model)")
+    ax.set_title("held out, scored model")
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
