@@ -22,6 +22,8 @@ _NON_WORD = re.compile(r"[\W_]+")
 # "what's" and "kid’s" are one word to a recognizer; keep them one word here too.
 _APOSTROPHE = re.compile(r"(?<=\w)['’](?=\w)")
 _FIRST, _SECOND, _THIRD, _FOURTH = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+_FIFTH = itemgetter(4)
+NORMS = ("words", "merged")
 WORD_ROW_WEIGHT = 4.0
 """The weight a word row is fed at; the export divides the row by it. A word's row sums
 ~20 n-gram rows and would otherwise set the int8 scale that every row of the first layer
@@ -47,8 +49,16 @@ class FeaturizerConfig:
     each one's word and character n-gram rows into it (``convert/quantize.py``), so a
     sentence feeds one occurrence for such a word instead of ~20, for the same product.
     The model's input changes, its output does not; empty for none."""
+    norm: str = "words"
+    """How a sentence's ``scale`` is taken. ``words``: as if no two words (or word n-grams)
+    shared a bucket, 1 / sqrt of the sum of each one's own squared norm, one cached float
+    per word (half the featurizer's time). ``merged``: the exact L2 norm of the summed
+    vector, what models built before this field had (and what a model file without it
+    gets). Training and the runtime use the same one, so either is exact for its model."""
 
     def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"featurizer norm must be one of {', '.join(NORMS)}, not {self.norm}")
         if self.dim < 16 or self.dim & (self.dim - 1):
             raise ValueError(f"featurizer dim must be a power of two >= 16, not {self.dim}")
         if self.word_ngrams < 1:
@@ -77,6 +87,7 @@ class FeaturizerConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FeaturizerConfig:
         data = dict(data)
+        data.setdefault("norm", "merged")  # the models built before the field existed
         if "words" in data:
             if not isinstance(data["words"], list):
                 raise ValueError("featurizer words must be a list of words")
@@ -112,11 +123,12 @@ class Occurrences(NamedTuple):
     ``ids`` holds the bucket of each occurrence (int32, what the model gathers) and
     ``weights`` its weight (float32: 1 for a word n-gram, ``char_weight`` for a character
     n-gram), word by word (the word, then its character n-grams), then the word pairs;
-    ``scale`` is the factor that makes the summed vector unit length. The model sums one
-    kernel row per occurrence, times its weight, and multiplies by ``scale``: the product
-    of the L2-normalized vector with its first layer, touching only the rows the sentence
-    has. A word of ``config.words`` is one occurrence of its own row (at
-    :data:`WORD_ROW_WEIGHT`) instead of its n-grams; ``scale`` is the same either way.
+    ``scale`` is the factor that normalizes the summed vector (``FeaturizerConfig.norm``
+    says how). The model sums one kernel row per occurrence, times its weight, and
+    multiplies by ``scale``: the product of the normalized vector with its first layer,
+    touching only the rows the sentence has. A word of ``config.words`` is one occurrence
+    of its own row (at :data:`WORD_ROW_WEIGHT`) instead of its n-grams; ``scale`` is the
+    same either way.
     """
 
     ids: np.ndarray
@@ -124,20 +136,26 @@ class Occurrences(NamedTuple):
     scale: float
 
 
+_Unit = tuple[bytes, bytes, bytes, bytes, float]
+"""A word's (or word n-gram's) cached features: the ids and weights the model is fed, the
+n-gram ids and weights the norm is taken over, and their own squared norm."""
+
+
 class Featurizer:
-    """Maps sentences to L2-normalized hashed n-gram vectors of ``config.dim`` floats."""
+    """Maps sentences to normalized hashed n-gram vectors of ``config.dim`` floats."""
 
     def __init__(self, config: FeaturizerConfig) -> None:
         self.config = config
         self._mask = config.dim - 1
         self._rows = {word: config.dim + row for row, word in enumerate(config.words)}
+        self._per_word = config.norm == "words"
         # The features of a word (or word pair) never change, so each is hashed once; a
         # command vocabulary is small, and the cache is bounded for open-ended input. Each
         # entry is raw bytes: what the model is fed (int32 ids, float32 weights), then the
         # n-grams that the norm is taken over (the same, except for a word with a row of
         # its own). Joining bytes and viewing the result costs a fraction of concatenating
         # small arrays.
-        self._cache: dict[str, tuple[bytes, bytes, bytes, bytes]] = {}
+        self._cache: dict[str, _Unit] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # A pickled featurizer (inside a cached teacher) is its settings; the word cache is
@@ -145,7 +163,10 @@ class Featurizer:
         return {"config": self.config}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["config"])  # type: ignore[misc]
+        config = state["config"]
+        if "norm" not in vars(config):  # pickled before the field: it had the exact norm
+            object.__setattr__(config, "norm", "merged")
+        self.__init__(config)  # type: ignore[misc]
 
     def _hash(self, feature: str) -> int:
         return zlib.crc32(feature.encode("utf-8")) & self._mask
@@ -156,7 +177,7 @@ class Featurizer:
         unit = self._unit(key)
         return np.frombuffer(unit[2], np.int32), np.frombuffer(unit[3], np.float32)
 
-    def _unit(self, key: str) -> tuple[bytes, bytes, bytes, bytes]:
+    def _unit(self, key: str) -> _Unit:
         """The cached features of one word (``key`` has no space) or word n-gram."""
         cached = self._cache.get(key)
         if cached is not None:
@@ -175,21 +196,25 @@ class Featurizer:
         weights = [1.0] + [cfg.char_weight] * (len(ids) - 1)
         ngram_ids = np.array(ids, np.int32).tobytes()
         ngram_weights = np.array(weights, np.float32).tobytes()
+        # Its own squared norm, repeats within it summed first ("<ba", "an", "na" twice).
+        own = np.bincount(np.array(ids), np.array(weights, np.float32))
+        square = float(own.dot(own))
         row = self._rows.get(key)
         if row is None:
-            result = (ngram_ids, ngram_weights, ngram_ids, ngram_weights)
+            result = (ngram_ids, ngram_weights, ngram_ids, ngram_weights, square)
         else:
             result = (
                 np.array([row], np.int32).tobytes(),
                 _WORD_ROW_WEIGHT,
                 ngram_ids,
                 ngram_weights,
+                square,
             )
         if len(self._cache) < 200_000:
             self._cache[key] = result
         return result
 
-    def _units(self, words: list[str]) -> list[tuple[bytes, bytes, bytes, bytes]]:
+    def _units(self, words: list[str]) -> list[_Unit]:
         """The cached features of each word, then of each word n-gram, in that order."""
         # The hot path of every command: cache hits are looked up inline (a method call
         # per word cost a third of the featurizer's time) and pairs are formatted, not joined.
@@ -209,6 +234,8 @@ class Featurizer:
         weights = np.frombuffer(b"".join(map(_SECOND, units)), np.float32)
         if not len(ids):
             return Occurrences(ids, weights, 0.0)
+        if self._per_word:
+            return Occurrences(ids, weights, 1.0 / math.sqrt(sum(map(_FIFTH, units))))
         if self._rows:
             ngram_ids = np.frombuffer(b"".join(map(_THIRD, units)), np.int32)
             ngram_weights = np.frombuffer(b"".join(map(_FOURTH, units)), np.float32)

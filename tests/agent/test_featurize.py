@@ -31,13 +31,26 @@ def test_normalize_folds_case_width_and_punctuation() -> None:
     assert tokenize("") == []
 
 
-def test_vector_is_unit_length_and_pinned() -> None:
+def test_vector_is_pinned_and_merged_is_unit_length() -> None:
     # The bucket numbers are pinned: a change here silently breaks every shipped model.
-    vector = Featurizer(FeaturizerConfig(dim=1024)).vector("Turn on the kitchen light")
+    text = "Turn on the kitchen light"
+    vector = Featurizer(FeaturizerConfig(dim=1024)).vector(text)
     nonzero = np.flatnonzero(vector)
     assert nonzero[:12].tolist() == [10, 11, 12, 20, 39, 53, 72, 77, 110, 128, 156, 205]
     assert len(nonzero) == 63
-    assert float(np.dot(vector, vector)) == pytest.approx(1.0, abs=1e-6)
+    merged = Featurizer(FeaturizerConfig(dim=1024, norm="merged")).vector(text)
+    assert float(np.dot(merged, merged)) == pytest.approx(1.0, abs=1e-6)
+    # The per-word norm differs only by the words' shared buckets: the same direction.
+    np.testing.assert_allclose(vector / np.linalg.norm(vector), merged, atol=1e-6)
+
+
+def test_a_model_file_without_a_norm_keeps_the_merged_one() -> None:
+    data = FeaturizerConfig(dim=64).to_json()
+    assert data["norm"] == "words"
+    del data["norm"]
+    assert FeaturizerConfig.from_json(data).norm == "merged"
+    with pytest.raises(ValueError, match=r"^featurizer norm must be one of words, merged, not l1$"):
+        FeaturizerConfig(norm="l1")
 
 
 def test_korean_words_get_features() -> None:
@@ -61,38 +74,49 @@ def test_into_reuses_the_buffer_and_matches_transform() -> None:
         np.testing.assert_array_equal(buffer, row)
 
 
+@pytest.mark.parametrize("norm", ["words", "merged"])
 @pytest.mark.parametrize(
     ("word_ngrams", "char_max"), [(2, 4), (3, 4), (1, 0)], ids=["default", "trigrams", "words"]
 )
-def test_occurrences_keep_repeats_and_scale_to_the_merged_unit_vector(
-    word_ngrams: int, char_max: int
+def test_occurrences_keep_repeats_and_scale_by_the_norm(
+    word_ngrams: int, char_max: int, norm: str
 ) -> None:
     # "the ... the" repeats a word; dim 64 forces hash collisions between n-grams. Every
     # occurrence is listed, and the scale normalizes the vector in which a bucket holds the
     # sum of every feature that hashed there. The featurizer has a fast path for pairs;
     # the other settings hold the general one to the same definition.
-    config = FeaturizerConfig(dim=64, word_ngrams=word_ngrams, char_max=char_max)
+    config = FeaturizerConfig(dim=64, word_ngrams=word_ngrams, char_max=char_max, norm=norm)
     featurizer = Featurizer(config)
     words = tokenize("turn the light in the kitchen on and the light in the hall off")
     features = featurizer.occurrences(words)
     # Word by word (the word, then its character n-grams), then the word pairs.
     expected: list[tuple[int, float]] = []
+    own_squares = []  # each word's and word n-gram's own squared norm
     for word in words:
-        expected.append((zlib.crc32(f"w:{word}".encode()) & 63, 1.0))
+        own = [(zlib.crc32(f"w:{word}".encode()) & 63, 1.0)]
         marked = f"<{word}>"
         for n in range(config.char_min, config.char_max + 1 if config.char_max else 0):
             for i in range(len(marked) - n + 1):
                 bucket = zlib.crc32(f"c:{marked[i : i + n]}".encode()) & 63
-                expected.append((bucket, config.char_weight))
+                own.append((bucket, config.char_weight))
+        summed = np.zeros(64)
+        np.add.at(summed, [b for b, _ in own], [w for _, w in own])
+        own_squares.append(float(summed.dot(summed)))
+        expected += own
     for n in range(2, word_ngrams + 1):
         grams = [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
         expected += [(zlib.crc32(f"{n}:{gram}".encode()) & 63, 1.0) for gram in grams]
+        own_squares += [1.0] * len(grams)
     assert features.ids.dtype == np.int32 and features.weights.dtype == np.float32
     assert list(zip(features.ids.tolist(), features.weights.tolist(), strict=True)) == expected
     merged = np.zeros(64, np.float64)
     np.add.at(merged, [b for b, _ in expected], [w for _, w in expected])
     assert len({b for b, _ in expected}) < len(expected)
-    assert features.scale == pytest.approx(1 / np.linalg.norm(merged), rel=1e-12)
+    if norm == "merged":
+        assert features.scale == pytest.approx(1 / np.linalg.norm(merged), rel=1e-12)
+    else:  # as if no two words shared a bucket; here some do, so the two differ
+        assert features.scale == pytest.approx(1 / np.sqrt(sum(own_squares)), rel=1e-12)
+        assert features.scale != pytest.approx(1 / np.linalg.norm(merged), rel=1e-3)
     # The dense vector the model is trained on is that merged vector, scaled.
     np.testing.assert_allclose(
         featurizer.vector(" ".join(words)), merged * features.scale, rtol=1e-6
