@@ -12,7 +12,7 @@ import math
 import re
 import unicodedata
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -153,8 +153,8 @@ class Featurizer:
         # command vocabulary is small, and the cache is bounded for open-ended input. Each
         # entry is raw bytes: what the model is fed (int32 ids, float32 weights), then the
         # n-grams that the norm is taken over (the same, except for a word with a row of
-        # its own). Joining bytes and viewing the result costs a fraction of concatenating
-        # small arrays.
+        # its own), then their own squared norm. Joining bytes and viewing the result costs
+        # a fraction of concatenating small arrays.
         self._cache: dict[str, _Unit] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -165,7 +165,7 @@ class Featurizer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         config = state["config"]
         if "norm" not in vars(config):  # pickled before the field: it had the exact norm
-            object.__setattr__(config, "norm", "merged")
+            config = replace(config, norm="merged")
         self.__init__(config)  # type: ignore[misc]
 
     def _hash(self, feature: str) -> int:
@@ -193,11 +193,12 @@ class Featurizer:
                     ids.extend(
                         self._hash("c:" + marked[i : i + n]) for i in range(len(marked) - n + 1)
                     )
-        weights = [1.0] + [cfg.char_weight] * (len(ids) - 1)
-        ngram_ids = np.array(ids, np.int32).tobytes()
-        ngram_weights = np.array(weights, np.float32).tobytes()
+        id_array = np.array(ids, np.int32)
+        weight_array = np.full(len(ids), cfg.char_weight, np.float32)
+        weight_array[0] = 1.0
+        ngram_ids, ngram_weights = id_array.tobytes(), weight_array.tobytes()
         # Its own squared norm, repeats within it summed first ("<ba", "an", "na" twice).
-        own = np.bincount(np.array(ids), np.array(weights, np.float32))
+        own = np.bincount(id_array, weight_array)
         square = float(own.dot(own))
         row = self._rows.get(key)
         if row is None:
@@ -232,33 +233,38 @@ class Featurizer:
         units = self._units(words)
         ids = np.frombuffer(b"".join(map(_FIRST, units)), np.int32)
         weights = np.frombuffer(b"".join(map(_SECOND, units)), np.float32)
-        if not len(ids):
-            return Occurrences(ids, weights, 0.0)
+        # Without word rows, the fed occurrences are the n-grams the norm is taken over.
+        ngrams = None if self._rows else (ids, weights)
+        return Occurrences(ids, weights, self._scale(units, ngrams))
+
+    def _scale(self, units: list[_Unit], ngrams: tuple[np.ndarray, np.ndarray] | None) -> float:
+        """The factor that normalizes the sentence of ``units`` (0 for none), by
+        ``config.norm``; ``ngrams`` are their joined n-gram ids and weights, if at hand."""
+        if not units:
+            return 0.0
         if self._per_word:
-            return Occurrences(ids, weights, 1.0 / math.sqrt(sum(map(_FIFTH, units))))
-        if self._rows:
-            ngram_ids = np.frombuffer(b"".join(map(_THIRD, units)), np.int32)
-            ngram_weights = np.frombuffer(b"".join(map(_FOURTH, units)), np.float32)
-        else:
-            ngram_ids, ngram_weights = ids, weights
+            return 1.0 / math.sqrt(sum(map(_FIFTH, units)))
+        if ngrams is None:
+            ngrams = (
+                np.frombuffer(b"".join(map(_THIRD, units)), np.int32),
+                np.frombuffer(b"".join(map(_FOURTH, units)), np.float32),
+            )
         # The norm of the merged vector, in which a bucket hit twice (a repeated word, a
         # character n-gram shared by two words, a hash collision) holds the sum of its
         # weights: what the model was trained on. One bincount beats summing in place, and
         # ndarray.dot skips matmul's dispatch, which costs more than the product here.
-        merged = np.bincount(ngram_ids, ngram_weights, self.config.dim)
-        return Occurrences(ids, weights, 1.0 / math.sqrt(merged.dot(merged)))
+        merged = np.bincount(*ngrams, self.config.dim)
+        return 1.0 / math.sqrt(merged.dot(merged))
 
     def into(self, text: str, out: np.ndarray) -> np.ndarray:
         """Write the n-gram vector of ``text`` (``[dim]``, what the model is trained on)
         into the preallocated ``out``."""
         out.fill(0.0)
-        words = tokenize(text)
-        scale = self.occurrences(words).scale
         # The n-grams, also of words the model feeds as rows (the same bytes for the rest).
-        units = self._units(words)
+        units = self._units(tokenize(text))
         ids = np.frombuffer(b"".join(map(_THIRD, units)), np.int32)
         weights = np.frombuffer(b"".join(map(_FOURTH, units)), np.float32)
-        np.add.at(out, ids, weights * np.float32(scale))
+        np.add.at(out, ids, weights * np.float32(self._scale(units, (ids, weights))))
         return out
 
     def vector(self, text: str) -> np.ndarray:
