@@ -55,6 +55,15 @@ class FeaturizerConfig:
     per word (half the featurizer's time). ``merged``: the exact L2 norm of the summed
     vector, what models built before this field had (and what a model file without it
     gets). Training and the runtime use the same one, so either is exact for its model."""
+    lexicon: tuple[str, ...] = ()
+    """Words of the model's word-vector branch (``convert/model.py``): each has a row of
+    its own there, learned from a pretrained word vector, so that the model knows
+    something of words its training sentences use in few contexts. Empty for no branch."""
+    window: int = 3
+    """Words the branch sees at once (an odd number): 3 reads each word with its
+    neighbours, so that "turn off" and "off turn" differ."""
+    positions: int = 16
+    """Words of a sentence the branch reads (the rest only reach the n-gram features)."""
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -69,6 +78,14 @@ class FeaturizerConfig:
             raise ValueError("featurizer words has a word twice")
         if not all(isinstance(w, str) and tokenize(w) == [w] for w in self.words):
             raise ValueError("featurizer words must be single normalized words")
+        if len(set(self.lexicon)) != len(self.lexicon):
+            raise ValueError("featurizer lexicon has a word twice")
+        if not all(isinstance(w, str) and tokenize(w) == [w] for w in self.lexicon):
+            raise ValueError("featurizer lexicon must be single normalized words")
+        if self.window < 1 or self.window % 2 == 0:
+            raise ValueError(f"featurizer window must be an odd number >= 1, not {self.window}")
+        if self.positions < 1:
+            raise ValueError(f"featurizer positions must be >= 1, not {self.positions}")
 
     @property
     def padding(self) -> int:
@@ -76,12 +93,21 @@ class FeaturizerConfig:
         slots of the model's input."""
         return self.dim + len(self.words)
 
+    @property
+    def table_rows(self) -> int:
+        """Rows of one window offset's block of the word branch's table: padding (0),
+        unknown word (1), then the lexicon."""
+        return len(self.lexicon) + 2
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        if self.words:
-            data["words"] = list(self.words)
-        else:  # a model without word rows reads as before, and as older agents expect
-            del data["words"]
+        for key in ("words", "lexicon"):
+            if data[key]:
+                data[key] = list(data[key])
+            else:  # a model without them reads as before, and as older agents expect
+                del data[key]
+        if not self.lexicon:
+            del data["window"], data["positions"]
         return data
 
     @classmethod
@@ -92,6 +118,10 @@ class FeaturizerConfig:
             if not isinstance(data["words"], list):
                 raise ValueError("featurizer words must be a list of words")
             data["words"] = tuple(data["words"])
+        if "lexicon" in data:
+            if not isinstance(data["lexicon"], list):
+                raise ValueError("featurizer lexicon must be a list of words")
+            data["lexicon"] = tuple(data["lexicon"])
         return cls(**data)
 
 
@@ -129,11 +159,16 @@ class Occurrences(NamedTuple):
     touching only the rows the sentence has. A word of ``config.words`` is one occurrence
     of its own row (at :data:`WORD_ROW_WEIGHT`) instead of its n-grams; ``scale`` is the
     same either way.
+
+    ``windows`` is the input of the word-vector branch, if the model has one
+    (``config.lexicon``): for each of ``config.positions`` positions, the table rows of
+    the ``config.window`` words centred on it (see :meth:`Featurizer.windows`).
     """
 
     ids: np.ndarray
     weights: np.ndarray
     scale: float
+    windows: np.ndarray | None = None
 
 
 _Unit = tuple[bytes, bytes, bytes, bytes, float]
@@ -149,6 +184,14 @@ class Featurizer:
         self._mask = config.dim - 1
         self._rows = {word: config.dim + row for row, word in enumerate(config.words)}
         self._per_word = config.norm == "words"
+        # Lexicon rows start at 2: 0 is padding, 1 an unknown word.
+        self._lexicon = {word: row + 2 for row, word in enumerate(config.lexicon)}
+        # Window offset j of position i reads word i + j - window // 2: the index into the
+        # sentence's ids padded with window // 2 zeros on each side, computed once.
+        self._window_index = (
+            np.arange(config.positions)[:, None] + np.arange(config.window)[None, :]
+        )
+        self._offsets = np.arange(config.window, dtype=np.int32) * config.table_rows
         # The features of a word (or word pair) never change, so each is hashed once; a
         # command vocabulary is small, and the cache is bounded for open-ended input. Each
         # entry is raw bytes: what the model is fed (int32 ids, float32 weights), then the
@@ -235,7 +278,35 @@ class Featurizer:
         weights = np.frombuffer(b"".join(map(_SECOND, units)), np.float32)
         # Without word rows, the fed occurrences are the n-grams the norm is taken over.
         ngrams = None if self._rows else (ids, weights)
-        return Occurrences(ids, weights, self._scale(units, ngrams))
+        windows = self.windows(words) if self._lexicon else None
+        return Occurrences(ids, weights, self._scale(units, ngrams), windows)
+
+    def word_ids(self, words: list[str]) -> np.ndarray:
+        """The lexicon rows of the first ``config.positions`` words (1 for an unknown word),
+        padded with 0: the word branch's input in training (``[positions]`` int32)."""
+        out = np.zeros(self.config.positions, np.int32)
+        known = self._lexicon
+        for position, word in enumerate(words[: self.config.positions]):
+            out[position] = known.get(word, 1)
+        return out
+
+    def windows(self, words: list[str]) -> np.ndarray:
+        """What the exported word branch gathers (``[positions * window]`` int32): for each
+        position, the row of each word of its window in that offset's block of the table,
+        the padding row past either end. Positions after the last word repeat the first
+        one's window, which leaves the branch's max over positions unchanged; an empty
+        sentence gathers only padding rows, as training's mask gives it."""
+        cfg = self.config
+        known, half = self._lexicon, cfg.window // 2
+        ids = [known.get(word, 1) for word in words[: cfg.positions]]
+        n = len(ids)
+        padded = np.zeros(cfg.positions + cfg.window - 1, np.int32)
+        padded[half : half + n] = ids
+        out = padded[self._window_index]
+        out += self._offsets
+        if n:
+            out[n:] = out[0]
+        return out.reshape(-1)
 
     def _scale(self, units: list[_Unit], ngrams: tuple[np.ndarray, np.ndarray] | None) -> float:
         """The factor that normalizes the sentence of ``units`` (0 for none), by

@@ -76,6 +76,9 @@ INPUTS = ("ids", "weights", "scale")
 """The intent model's inputs (format 4): int32 ``[1, K]`` buckets and their float32
 ``[1, K]`` weights, ``K`` any length, and the float32 ``[1, 1]`` scale; see
 :class:`agent.featurize.Occurrences`."""
+WORD_INPUT = "windows"
+"""The input of a model with a word-vector branch: int32 ``[1, positions * window]``
+table rows (:meth:`agent.featurize.Featurizer.windows`), fixed in size."""
 
 SLOT_STEP = 32
 """Occurrences are fed in blocks of this many: each block size has an interpreter of its
@@ -132,7 +135,8 @@ class SparseRunner:
         """``new_interpreter`` returns a fresh interpreter of the model each call."""
         first = new_interpreter()
         inputs = {_input_name(d): d for d in first.get_input_details()}
-        if sorted(inputs) != sorted(INPUTS) or inputs["ids"]["dtype"] != np.int32:
+        names = sorted(set(inputs) - {WORD_INPUT})
+        if names != sorted(INPUTS) or inputs["ids"]["dtype"] != np.int32:
             raise ValueError(
                 "not an intent model of this version (expected int32 ids, weights and a"
                 " scale); rebuild it with 'voice-agent convert'"
@@ -144,6 +148,10 @@ class SparseRunner:
         self.classes = int(out["shape"][-1])
         self.max_slots = max_slots
         self._indices = tuple(inputs[name]["index"] for name in INPUTS)
+        words = inputs.get(WORD_INPUT)
+        self._windows_index: int | None = None if words is None else words["index"]
+        self.windows = 0 if words is None else int(words["shape"][-1])
+        """Length of the word branch's input; 0 for a model without one."""
         self._output_index = out["index"]
         self._out_scale, self._out_zero = out["quantization"]
         self._scale = np.zeros((1, 1), np.float32)
@@ -198,6 +206,10 @@ class SparseRunner:
         interpreter.set_tensor(index_ids, block.ids)
         interpreter.set_tensor(index_weights, block.weights)
         interpreter.set_tensor(index_scale, self._scale)
+        if self._windows_index is not None:
+            if features.windows is None or len(features.windows) != self.windows:
+                raise ValueError("the model reads words through its lexicon: featurize with it")
+            interpreter.set_tensor(self._windows_index, features.windows[None, :])
         interpreter.invoke()
         return interpreter.get_tensor(self._output_index)[0]
 

@@ -303,7 +303,7 @@ def sparse_features(featurizer: Featurizer, texts: list[str]) -> Any:
 
     indptr, indices, values = [0], [], []
     for text in texts:
-        ids, weights, scale = featurizer.occurrences(tokenize(text))
+        ids, weights, scale, _ = featurizer.occurrences(tokenize(text))
         indices.append(ids)
         values.append(weights.astype(np.float64) * scale)
         indptr.append(indptr[-1] + len(ids))
@@ -453,6 +453,25 @@ def cached_teacher(
     return teacher_path, store.get(transfer), size
 
 
+def word_vectors(
+    transfer: list[str], args: argparse.Namespace, cache: Path
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """The word branch's lexicon (the transfer set's words, and with ``--lexicon minilm``
+    MiniLM's whole words too) and its vectors, rows as the featurizer numbers them
+    (padding and unknown word zero)."""
+    from agent.featurize import tokenize
+    from convert.teacher import MiniLMTeacher, minilm_vocabulary
+
+    words = {w for t in transfer for w in tokenize(t)}
+    if args.lexicon == "minilm":
+        words |= set(minilm_vocabulary())
+    lexicon = tuple(sorted(words))
+    encoder = MiniLMTeacher(featurizer=None, cache_dir=cache, threads=args.teacher_threads)
+    vectors = np.zeros((len(lexicon) + 2, 384), np.float32)
+    vectors[2:] = encoder.embed(list(lexicon))
+    return lexicon, vectors
+
+
 def bench_dataset(
     data: Dataset, others: list[Dataset], args: argparse.Namespace, work: Path
 ) -> Result:
@@ -517,12 +536,31 @@ def bench_dataset(
     # Student, distilled on the transfer set.
     log(f"[{data.name}] student on {len(transfer)} sentences")
     student_featurizer = FeaturizerConfig(dim=args.dim, char_max=args.char_max)
+    vectors = None
+    if args.word_filters:
+        # The word branch: every transfer word and MiniLM's whole words, each with its
+        # MiniLM vector (the word encoded alone).
+        lexicon, vectors = word_vectors(transfer, args, work.parent / "cache")
+        student_featurizer = dataclasses.replace(
+            student_featurizer, lexicon=lexicon, window=args.word_window
+        )
+        log(f"[{data.name}] word branch: {len(lexicon)} words, window {args.word_window}")
     featurizer = Featurizer(student_featurizer)
     features = sparse_features(featurizer, transfer)
+    if vectors is not None:
+        features = (features, np.stack([featurizer.word_ids(tokenize(t)) for t in transfer]))
     student = build_mlp(
         args.dim,
         n_classes,
-        MlpConfig(hidden=args.hidden, input_dropout=args.input_dropout, dropout=args.dropout),
+        MlpConfig(
+            hidden=args.hidden,
+            input_dropout=args.input_dropout,
+            dropout=args.dropout,
+            word_filters=args.word_filters,
+        ),
+        word_vectors=vectors,
+        window=student_featurizer.window,
+        positions=student_featurizer.positions,
     )
     config = FitConfig(
         epochs=2 if args.quick else args.epochs,
@@ -716,6 +754,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=4096,
         help="the most frequent train words that get a first-layer row of their own (0: none)",
+    )
+    parser.add_argument(
+        "--word-filters",
+        type=int,
+        default=128,
+        help="filters of the student's word-vector branch (0: no branch)",
+    )
+    parser.add_argument("--word-window", type=int, default=3, help="words the branch reads at once")
+    parser.add_argument(
+        "--lexicon",
+        choices=("transfer", "minilm"),
+        default="minilm",
+        help="words with a vector: the transfer set's, or those and MiniLM's whole words",
     )
     parser.add_argument(
         "--oos-cost",

@@ -53,9 +53,25 @@ def _batches(
     seed: int,
 ) -> Callable[[], Any]:
     """A fresh shuffled pass over the rows, each epoch; a scipy sparse matrix is made dense
-    one batch at a time (a transfer set of 10^5 sentences x 10^4 buckets would take GBs)."""
+    one batch at a time (a transfer set of 10^5 sentences x 10^4 buckets would take GBs).
+    ``features`` may be a pair ``(n-gram features, word ids)`` for a model with a word
+    branch (``convert/model.py``); the batch is then that pair."""
     labels = labels.astype(np.int32)
     teacher_logits = teacher_logits.astype(np.float32)
+    if isinstance(features, tuple):
+        ngrams, word_ids = features
+        ngrams = ngrams.tocsr() if not isinstance(ngrams, np.ndarray) else ngrams
+        pairs = np.random.default_rng(seed)
+
+        def pair_epoch() -> Any:
+            order = pairs.permutation(len(labels))
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                batch = ngrams[rows]
+                dense = batch if isinstance(batch, np.ndarray) else batch.toarray()
+                yield (dense, word_ids[rows]), labels[rows], teacher_logits[rows]
+
+        return pair_epoch
     if isinstance(features, np.ndarray):
         data = (
             tf.data.Dataset.from_tensor_slices((features, labels, teacher_logits))
@@ -89,7 +105,8 @@ def fit(
 ) -> None:
     """Train ``model`` in place; ``labels`` are class indices, -1 for unlabeled rows.
 
-    ``features`` is a dense array or a scipy sparse matrix. Unlabeled rows (only useful with
+    ``features`` is a dense array or a scipy sparse matrix, or a pair of one and the
+    word ids of a model with a word branch. Unlabeled rows (only useful with
     a teacher) contribute the distillation term alone.
     """
     n_classes = model.output_shape[-1]

@@ -17,6 +17,13 @@ output channel, the shape tflite_runtime 2.14's x86 int8 kernel runs fastest: it
 integer products run at about 1.5 multiply-adds per ns on this machine, so the cost
 follows ``K`` (bench/latency.py).
 
+A model with a word-vector branch (``convert/model.py``) has a fourth input, the table
+rows of each position's window of words (:meth:`agent.featurize.Featurizer.windows`,
+fixed in size). Its projection and convolution are folded into one table per window offset
+(:func:`word_table`), so the branch is a GATHER, a mean over each window, and a max over
+positions with a ReLU: no multiply at run time, whatever the width of the vectors it
+learned from.
+
 Full-integer int8 calibrates every activation range on a representative set of real
 sentences, so the Pi runs only integer kernels and the file is about a quarter of the
 float one. The int8 output layer is then swapped into the same fast shape
@@ -44,12 +51,50 @@ MODES: tuple[Mode, ...] = ("float32", "float16", "int8")
 
 def dense_layers(model: keras.Model) -> tuple[keras.layers.Dense, keras.layers.Dense]:
     """The hidden (ReLU) and output layers of a :func:`convert.model.build_mlp` network."""
+    named = {layer.name: layer for layer in model.layers}
+    if "word_conv" in named:
+        return named["hidden"], named["logits"]
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     if len(dense) != 2 or dense[0].activation is not keras.activations.relu:
         raise ValueError(
             f"{model.name}: expected one ReLU hidden Dense layer and one output Dense layer"
         )
     return dense[0], dense[1]
+
+
+def _equalizer(kernel: np.ndarray) -> np.ndarray:
+    """Per-column factors that make each column span as much of ``[-128/127, 1]`` as it
+    can (see :func:`sparse_weights`); 1 for an empty column."""
+    top = kernel.max(axis=0)
+    bottom = -kernel.min(axis=0)
+    with np.errstate(divide="ignore"):
+        scale = np.minimum(1.0 / top, (128 / 127) / bottom)  # inf where one side is empty
+    scale[~np.isfinite(scale)] = 1.0  # a unit pruned to nothing: leave it alone
+    return scale
+
+
+def word_table(model: keras.Model) -> tuple[np.ndarray, np.ndarray] | None:
+    """The word branch folded into one table (``[window * rows, filters]``) and the
+    convolution's bias, or None if the model has no branch. Block ``j`` holds, for every
+    lexicon row, what offset ``j`` of the convolution adds for that word: its vector,
+    projected, times the kernel's slice ``j``; so a window sums ``window`` rows, then the
+    bias, before the ReLU. The padding row is zero, as training's mask makes it, except in
+    the centre block, which only an empty sentence gathers there: it holds minus the bias,
+    so that such a sentence gets the branch's output of 0 that the mask gives it."""
+    named = {layer.name: layer for layer in model.layers}
+    if "word_conv" not in named:
+        return None
+    (vectors,) = (np.asarray(w, np.float64) for w in named["word_vectors"].get_weights())
+    projection, projection_bias = (
+        np.asarray(w, np.float64) for w in named["word_projection"].get_weights()
+    )
+    kernel, bias = (np.asarray(w, np.float64) for w in named["word_conv"].get_weights())
+    projected = vectors @ projection + projection_bias
+    projected[0] = 0.0
+    window = kernel.shape[0]
+    blocks = [projected @ kernel[j] for j in range(window)]
+    blocks[window // 2][0] = -bias
+    return np.vstack(blocks), bias
 
 
 def word_rows(kernel: np.ndarray, featurizer: Featurizer, words: Sequence[str]) -> np.ndarray:
@@ -77,9 +122,11 @@ def frequent_words(texts: Sequence[str], limit: int = 4096) -> tuple[str, ...]:
 def sparse_weights(
     model: keras.Model, featurizer: Featurizer | None = None
 ) -> tuple[np.ndarray, ...]:
-    """``(kernel, bias, out_kernel, out_bias)`` with every hidden unit rescaled so that its
-    kernel column spans as much of ``[-128/127, 1]`` as it can. With a ``featurizer`` that
-    has ``config.words``, their rows (:func:`word_rows`) follow the buckets' rows.
+    """``(kernel, bias, out_kernel, out_bias)``, and the folded :func:`word_table` and its
+    bias if the model has a word branch, with every hidden unit (and word filter) rescaled
+    so that its kernel column spans as much of ``[-128/127, 1]`` as it can. With a
+    ``featurizer`` that has ``config.words``, their rows (:func:`word_rows`) follow the
+    buckets' rows.
 
     ReLU commutes with a positive scale, so dividing column ``j`` (and its bias) by ``a_j``
     and multiplying row ``j`` of the output kernel by ``a_j`` computes the same function.
@@ -95,17 +142,24 @@ def sparse_weights(
     if featurizer is not None and featurizer.config.words:
         kernel = np.vstack([kernel, word_rows(kernel, featurizer, featurizer.config.words)])
     out_kernel, out_bias = (np.asarray(w, np.float64) for w in output.get_weights())
-    top = kernel.max(axis=0)
-    bottom = -kernel.min(axis=0)
-    with np.errstate(divide="ignore"):
-        scale = np.minimum(1.0 / top, (128 / 127) / bottom)  # inf where one side is empty
-    scale[~np.isfinite(scale)] = 1.0  # a unit pruned to nothing: leave it alone
-    return (
-        (kernel * scale).astype(np.float32),
-        (bias * scale).astype(np.float32),
+    scale = _equalizer(kernel)
+    folded = word_table(model)
+    if folded is not None:
+        # The same argument holds for the word branch: ReLU and max commute with a
+        # positive factor per filter.
+        table, word_bias = folded
+        word_scale = _equalizer(table)
+        scale = np.concatenate([scale, word_scale])
+        table, word_bias = table * word_scale, word_bias * word_scale
+    weights = (
+        (kernel * scale[: kernel.shape[1]]).astype(np.float32),
+        (bias * scale[: kernel.shape[1]]).astype(np.float32),
         (out_kernel / scale[:, None]).astype(np.float32),
         out_bias.astype(np.float32),
     )
+    if folded is None:
+        return weights
+    return (*weights, table.astype(np.float32), word_bias.astype(np.float32))
 
 
 def sparse_samples(
@@ -120,7 +174,10 @@ def sparse_samples(
         weights = np.zeros((1, size), np.float32)
         ids[0, :n] = features.ids[:n]
         weights[0, :n] = features.weights[:n]
-        yield [ids, weights, np.array([[features.scale]], np.float32)]
+        sample = [ids, weights, np.array([[features.scale]], np.float32)]
+        if features.windows is not None:
+            sample.append(features.windows[None, :])
+        yield sample
 
 
 def to_tflite(
@@ -136,30 +193,75 @@ def to_tflite(
     the int8 ranges, and come from ``featurizer`` (the runtime's), whose ``config.words``
     get first-layer rows of their own (:func:`word_rows`).
     """
-    kernel, bias, out_kernel, out_bias = sparse_weights(model, featurizer)
+    exported = sparse_weights(model, featurizer)
+    kernel, bias, out_kernel, out_bias = exported[:4]
+    table, word_bias = (exported[4], exported[5]) if len(exported) > 4 else (None, None)
     dim, hidden = kernel.shape
+    if table is not None and featurizer is not None:
+        # The graph takes each window's mean, not its sum (see below).
+        out_kernel = out_kernel.copy()
+        out_kernel[hidden:] *= featurizer.config.window
     # Row ``dim`` (the featurizer's ``padding``) is zero, so a padded slot adds nothing
     # (exactly, in int8 too: the equalized kernel has zero point 0), whatever its weight.
     padded_kernel = np.vstack([kernel, np.zeros((1, hidden), np.float32)])
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([1, None], tf.int32, name="ids"),
-            tf.TensorSpec([1, None], tf.float32, name="weights"),
-            tf.TensorSpec([1, 1], tf.float32, name="scale"),
-        ],
-        autograph=False,  # straight-line code; nothing for AutoGraph to rewrite
-    )
-    def classify(ids: tf.Tensor, weights: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+    def hidden_layer(ids: tf.Tensor, weights: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
         rows = tf.gather(tf.constant(padded_kernel), ids[0])  # [K, hidden]
         # rows^T [hidden, K] times weights^T [K, 1]: the converter makes it TRANSPOSE +
         # FULLY_CONNECTED with the weights as its one output channel, the fast shape (see
         # the module docstring); weights [1, K] times rows would be a slow BATCH_MATMUL.
         column = tf.matmul(tf.transpose(rows), weights, transpose_b=True)  # [hidden, 1]
         summed = tf.reshape(column, [1, hidden])
-        activations = tf.nn.relu(summed * scale + bias)
+        return tf.nn.relu(summed * scale + bias)
+
+    def output_layer(activations: tf.Tensor) -> tf.Tensor:
         logits = tf.matmul(activations, tf.constant(out_kernel)) + out_bias
         return tf.nn.softmax(logits, name="probabilities")
+
+    sparse_inputs = [
+        tf.TensorSpec([1, None], tf.int32, name="ids"),
+        tf.TensorSpec([1, None], tf.float32, name="weights"),
+        tf.TensorSpec([1, 1], tf.float32, name="scale"),
+    ]
+    if table is None:
+
+        @tf.function(input_signature=sparse_inputs, autograph=False)
+        def classify(ids: tf.Tensor, weights: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+            return output_layer(hidden_layer(ids, weights, scale))
+
+    else:
+        if featurizer is None or not featurizer.config.lexicon:
+            raise ValueError("a model with a word branch needs the featurizer of its lexicon")
+        cfg = featurizer.config
+        filters = table.shape[1]
+
+        @tf.function(
+            input_signature=[
+                *sparse_inputs,
+                tf.TensorSpec([1, cfg.positions * cfg.window], tf.int32, name="windows"),
+            ],
+            autograph=False,
+        )
+        def classify(
+            ids: tf.Tensor, weights: tf.Tensor, scale: tf.Tensor, windows: tf.Tensor
+        ) -> tf.Tensor:
+            rows = tf.gather(tf.constant(table), windows[0])  # [positions * window, F]
+            grid = tf.reshape(rows, [1, cfg.positions, cfg.window, filters])
+            # Pooling kernels, not SUM and REDUCE_MAX: tflite_runtime's int8 reductions
+            # took ~40 µs here, the pools ~5. The mean of a window is its sum over
+            # ``window`` (the output layer's rows make up for the factor), and the ReLU
+            # commutes with the max, as does adding the bias, which is therefore added
+            # to the max, once per filter. The bias is an ADD of its own rather than
+            # folded into the table: int8 CONCATENATION makes its inputs share its
+            # scale, and the ops from the table to it would otherwise pass that scale
+            # (of ReLU outputs, no negative values) back to the table.
+            if cfg.window > 1:
+                grid = tf.nn.avg_pool2d(grid, (1, cfg.window), (1, cfg.window), "VALID")
+            pooled = tf.nn.max_pool2d(grid, (cfg.positions, 1), (cfg.positions, 1), "VALID")
+            biased = tf.reshape(pooled, [1, filters]) + tf.constant(word_bias / cfg.window)
+            words = tf.nn.relu(biased)
+            activations = tf.concat([hidden_layer(ids, weights, scale), words], axis=1)
+            return output_layer(activations)
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [classify.get_concrete_function()], classify

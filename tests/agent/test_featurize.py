@@ -5,6 +5,7 @@ import subprocess
 import sys
 import unicodedata
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -213,3 +214,48 @@ def test_word_rows_are_checked_and_stored_only_when_used() -> None:
             FeaturizerConfig(dim=64, words=words)
     with pytest.raises(ValueError, match="must be a list"):
         FeaturizerConfig.from_json({"dim": 64, "words": "lamp"})
+
+
+def test_word_ids_number_the_lexicon_after_padding_and_unknown() -> None:
+    featurizer = Featurizer(FeaturizerConfig(dim=64, lexicon=("light", "on", "turn"), positions=4))
+    assert featurizer.config.table_rows == 5
+    assert featurizer.word_ids(["turn", "on", "a", "light"]).tolist() == [4, 3, 1, 2]
+    assert featurizer.word_ids(["on"]).tolist() == [3, 0, 0, 0]
+    # Only the first ``positions`` words are read.
+    assert featurizer.word_ids(["on"] * 6).tolist() == [3, 3, 3, 3]
+
+
+def test_windows_are_each_positions_words_in_their_offsets_block() -> None:
+    config = FeaturizerConfig(dim=64, lexicon=("light", "on", "turn"), window=3, positions=4)
+    featurizer = Featurizer(config)
+    # Blocks of 5 rows: offset 0 (left neighbour) rows 0-4, centre 5-9, right 10-14.
+    windows = featurizer.windows(["turn", "lamp"]).reshape(4, 3)
+    assert windows.tolist() == [
+        [0, 5 + 4, 10 + 1],  # padding | turn | unknown
+        [0 + 4, 5 + 1, 10],  # turn | unknown | padding
+        [0, 9, 11],  # past the sentence: the first position again
+        [0, 9, 11],
+    ]
+    assert featurizer.windows([]).tolist() == [0, 5, 10] * 4  # padding rows only
+    assert featurizer.occurrences(["turn", "lamp"]).windows.tolist() == windows.ravel().tolist()
+    one = Featurizer(replace(config, window=1))
+    assert one.windows(["turn", "lamp", "on"]).tolist() == [4, 1, 3, 4]
+    assert Featurizer(FeaturizerConfig(dim=64)).occurrences(["turn"]).windows is None
+
+
+def test_lexicon_is_checked_and_stored_only_when_used() -> None:
+    plain = FeaturizerConfig(dim=64).to_json()
+    assert not {"lexicon", "window", "positions"} & set(plain)  # older agents read the same
+    config = FeaturizerConfig(dim=64, lexicon=("lamp", "on"), window=1, positions=8)
+    assert config.to_json()["lexicon"] == ["lamp", "on"]
+    assert FeaturizerConfig.from_json(config.to_json()) == config
+    for changes, problem in [
+        ({"lexicon": ("on", "on")}, "lexicon has a word twice"),
+        ({"lexicon": ("Lamp",)}, "lexicon must be single normalized words"),
+        ({"window": 2}, "window must be an odd number >= 1, not 2"),
+        ({"positions": 0}, "positions must be >= 1, not 0"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            FeaturizerConfig(dim=64, **changes)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lexicon must be a list"):
+        FeaturizerConfig.from_json({"dim": 64, "lexicon": "lamp"})

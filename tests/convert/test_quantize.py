@@ -223,3 +223,83 @@ def test_word_rows_feed_fewer_slots_for_the_same_answers(trained: Trained) -> No
     got = trained.sparse_probabilities(runner, texts, rows)
     assert np.mean(np.abs(got - want)) < 0.01
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.99
+
+
+class WordTrained(Trained):
+    """The same student with a word-vector branch (random vectors: the export's arithmetic
+    is under test here, not what the vectors know)."""
+
+    def __init__(self) -> None:
+        keras.utils.set_random_seed(0)
+        spec = load_spec(ROOT / "examples/en/smart-home.yaml")
+        examples = expand_spec(spec, 200, 0) + expand_negatives(spec, 300, 0)
+        train, held = split(examples, 0.2, 0)
+        labels = sorted({e.intent for e in examples})
+        words = sorted({w for e in train for w in tokenize(e.text)})
+        # Every tenth word is left out, so that held-out sentences have unknown words.
+        lexicon = tuple(w for i, w in enumerate(words) if i % 10)
+        config = FeaturizerConfig(dim=4096, lexicon=lexicon, window=3, positions=8)
+        self.featurizer = Featurizer(config)
+        vectors = np.random.default_rng(0).normal(size=(config.table_rows, 24))
+        vectors[:2] = 0.0
+        self.model = build_mlp(
+            4096,
+            len(labels),
+            MlpConfig(hidden=96, word_filters=32, word_projection=16),
+            word_vectors=vectors,
+            window=config.window,
+            positions=config.positions,
+        )
+        x_train = self.inputs([e.text for e in train])
+        y_train = np.array([labels.index(e.intent) for e in train], np.int32)
+        fit(self.model, x_train, y_train, FitConfig(epochs=8), seed=0)
+        self.train_texts = [e.text for e in train]
+        self.features = [self.featurizer.occurrences(tokenize(t)) for t in self.train_texts]
+        self.representative = self.features[:300]
+        # Edge cases: nothing, only unknown words, more words than positions.
+        edges = ["", "zzz qqq", "turn on the kitchen light and the bedroom light and the lamp"]
+        self.texts = [e.text for e in held] + edges
+        self.dense = self.inputs(self.texts)
+
+    def inputs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.stack([self.featurizer.word_ids(tokenize(t)) for t in texts])
+        return self.featurizer.transform(texts), ids
+
+    def keras_probabilities(self, dense: np.ndarray) -> np.ndarray:
+        return keras.ops.convert_to_numpy(keras.ops.softmax(self.model(dense, training=False)))
+
+    def export(self, mode: str, rows: Featurizer | None = None) -> bytes:
+        return to_tflite(self.model, self.representative, mode, self.featurizer)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def word_trained() -> WordTrained:
+    return WordTrained()
+
+
+def test_word_branch_float32_model_equals_keras(word_trained: WordTrained) -> None:
+    runner, _ = word_trained.runner("float32")
+    assert runner.windows == 8 * 3
+    got = word_trained.sparse_probabilities(runner, word_trained.texts)
+    np.testing.assert_allclose(got, word_trained.keras_probabilities(word_trained.dense), atol=1e-5)
+
+
+def test_word_branch_int8_model_is_integer_and_matches_float(word_trained: WordTrained) -> None:
+    runner, content = word_trained.runner("int8")
+    rows = 3 * word_trained.featurizer.config.table_rows
+    table = next(
+        t for t in runner.interpreter.get_tensor_details() if t["shape"].tolist() == [rows, 32]
+    )
+    assert table["dtype"] == np.int8
+    assert len(content) * 3 <= len(word_trained.export("float32"))
+    got = word_trained.sparse_probabilities(runner, word_trained.texts)
+    want = word_trained.keras_probabilities(word_trained.dense)
+    assert np.mean(np.abs(got - want)) < 0.01
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.99
+
+
+def test_a_word_branch_model_needs_the_lexicons_windows(word_trained: WordTrained) -> None:
+    runner, _ = word_trained.runner("float32")
+    plain = Featurizer(replace(word_trained.featurizer.config, lexicon=()))
+    with pytest.raises(ValueError, match="reads words through its lexicon"):
+        runner.raw(plain.occurrences(["lamp"]))
