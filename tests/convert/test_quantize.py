@@ -18,21 +18,27 @@ from convert.model import MlpConfig, build_mlp
 from convert.quantize import frequent_words, sparse_samples, sparse_weights, to_tflite
 from convert.quiet import silenced
 from convert.rewrite import swap_output_layer
-from convert.sentences import expand_negatives, expand_spec
+from convert.sentences import Example, expand_negatives, expand_spec
 from convert.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def example_split() -> tuple[list[Example], list[Example], list[str]]:
+    """The English example's train and held-out sentences and its labels (and the seed set
+    for the model about to be built on them)."""
+    keras.utils.set_random_seed(0)
+    spec = load_spec(ROOT / "examples/en/smart-home.yaml")
+    examples = expand_spec(spec, 200, 0) + expand_negatives(spec, 300, 0)
+    train, held = split(examples, 0.2, 0)
+    return train, held, sorted({e.intent for e in examples})
 
 
 class Trained:
     """A quickly trained student on the English example, with its held-out sentences."""
 
     def __init__(self) -> None:
-        keras.utils.set_random_seed(0)
-        spec = load_spec(ROOT / "examples/en/smart-home.yaml")
-        examples = expand_spec(spec, 200, 0) + expand_negatives(spec, 300, 0)
-        train, held = split(examples, 0.2, 0)
-        labels = sorted({e.intent for e in examples})
+        train, held, labels = example_split()
         self.featurizer = Featurizer(FeaturizerConfig(dim=4096))
         x_train = self.featurizer.transform([e.text for e in train])
         y_train = np.array([labels.index(e.intent) for e in train], np.int32)
@@ -230,11 +236,7 @@ class WordTrained(Trained):
     is under test here, not what the vectors know)."""
 
     def __init__(self) -> None:
-        keras.utils.set_random_seed(0)
-        spec = load_spec(ROOT / "examples/en/smart-home.yaml")
-        examples = expand_spec(spec, 200, 0) + expand_negatives(spec, 300, 0)
-        train, held = split(examples, 0.2, 0)
-        labels = sorted({e.intent for e in examples})
+        train, held, labels = example_split()
         words = sorted({w for e in train for w in tokenize(e.text)})
         # Every tenth word is left out, so that held-out sentences have unknown words.
         lexicon = tuple(w for i, w in enumerate(words) if i % 10)
