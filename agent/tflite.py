@@ -126,9 +126,10 @@ class SparseRunner:
     sentence runs on the smallest that holds it, padded with the zero row ``padding`` at
     weight 0. A block's interpreter is made the first time a sentence needs it (~0.4 ms,
     once): commands use one to three of the sixteen, and each interpreter with
-    ``threads`` > 1 has a thread pool of its own. The runtime classifier and the build's
-    evaluation both run models this way, so the numbers in a model's report are the
-    numbers the Pi computes.
+    ``threads`` > 1 has a thread pool of its own. A model with a word-vector branch also
+    takes the sentence's word windows (:data:`WORD_INPUT`, one fixed size for every block).
+    The runtime classifier and the build's evaluation both run models this way, so the
+    numbers in a model's report are the numbers the Pi computes.
     """
 
     def __init__(self, new_interpreter: Callable[[], Any], max_slots: int = MAX_SLOTS) -> None:
