@@ -281,13 +281,17 @@ class Featurizer:
         windows = self.windows(words) if self._lexicon else None
         return Occurrences(ids, weights, self._scale(units, ngrams), windows)
 
+    def _lexicon_rows(self, words: list[str]) -> list[int]:
+        """The lexicon rows of the first ``config.positions`` words (1 for an unknown word)."""
+        known = self._lexicon
+        return [known.get(word, 1) for word in words[: self.config.positions]]
+
     def word_ids(self, words: list[str]) -> np.ndarray:
         """The lexicon rows of the first ``config.positions`` words (1 for an unknown word),
         padded with 0: the word branch's input in training (``[positions]`` int32)."""
         out = np.zeros(self.config.positions, np.int32)
-        known = self._lexicon
-        for position, word in enumerate(words[: self.config.positions]):
-            out[position] = known.get(word, 1)
+        rows = self._lexicon_rows(words)
+        out[: len(rows)] = rows
         return out
 
     def windows(self, words: list[str]) -> np.ndarray:
@@ -297,11 +301,11 @@ class Featurizer:
         one's window, which leaves the branch's max over positions unchanged; an empty
         sentence gathers only padding rows, as training's mask gives it."""
         cfg = self.config
-        known, half = self._lexicon, cfg.window // 2
-        ids = [known.get(word, 1) for word in words[: cfg.positions]]
-        n = len(ids)
+        half = cfg.window // 2
+        rows = self._lexicon_rows(words)
+        n = len(rows)
         padded = np.zeros(cfg.positions + cfg.window - 1, np.int32)
-        padded[half : half + n] = ids
+        padded[half : half + n] = rows
         out = padded[self._window_index]
         out += self._offsets
         if n:

@@ -58,20 +58,6 @@ def _batches(
     branch (``convert/model.py``); the batch is then that pair."""
     labels = labels.astype(np.int32)
     teacher_logits = teacher_logits.astype(np.float32)
-    if isinstance(features, tuple):
-        ngrams, word_ids = features
-        ngrams = ngrams.tocsr() if not isinstance(ngrams, np.ndarray) else ngrams
-        pairs = np.random.default_rng(seed)
-
-        def pair_epoch() -> Any:
-            order = pairs.permutation(len(labels))
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                batch = ngrams[rows]
-                dense = batch if isinstance(batch, np.ndarray) else batch.toarray()
-                yield (dense, word_ids[rows]), labels[rows], teacher_logits[rows]
-
-        return pair_epoch
     if isinstance(features, np.ndarray):
         data = (
             tf.data.Dataset.from_tensor_slices((features, labels, teacher_logits))
@@ -80,16 +66,32 @@ def _batches(
             .prefetch(2)
         )
         return lambda: data
-    features = features.tocsr()
+    if isinstance(features, tuple):
+        ngrams, word_ids = features
+        dense_ngrams = _dense_rows(ngrams)
+
+        def take(rows: np.ndarray) -> Any:
+            return dense_ngrams(rows), word_ids[rows]
+
+    else:
+        take = _dense_rows(features)
     rng = np.random.default_rng(seed)
 
     def epoch() -> Any:
         order = rng.permutation(len(labels))
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            yield features[rows].toarray(), labels[rows], teacher_logits[rows]
+            yield take(rows), labels[rows], teacher_logits[rows]
 
     return epoch
+
+
+def _dense_rows(matrix: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Rows of a dense array or a scipy sparse matrix, as a dense array."""
+    if isinstance(matrix, np.ndarray):
+        return lambda rows: matrix[rows]
+    csr = matrix.tocsr()
+    return lambda rows: csr[rows].toarray()
 
 
 def fit(

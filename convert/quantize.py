@@ -198,9 +198,11 @@ def to_tflite(
     table, word_bias = (exported[4], exported[5]) if len(exported) > 4 else (None, None)
     dim, hidden = kernel.shape
     if table is not None and featurizer is not None:
-        # The graph takes each window's mean, not its sum (see below).
+        # The graph takes each window's mean, not its sum (see below): the bias added to
+        # it is over ``window`` too, and the output layer's rows make up for the factor.
         out_kernel = out_kernel.copy()
         out_kernel[hidden:] *= featurizer.config.window
+        word_bias = word_bias / featurizer.config.window
     # Row ``dim`` (the featurizer's ``padding``) is zero, so a padded slot adds nothing
     # (exactly, in int8 too: the equalized kernel has zero point 0), whatever its weight.
     padded_kernel = np.vstack([kernel, np.zeros((1, hidden), np.float32)])
@@ -249,16 +251,16 @@ def to_tflite(
             grid = tf.reshape(rows, [1, cfg.positions, cfg.window, filters])
             # Pooling kernels, not SUM and REDUCE_MAX: tflite_runtime's int8 reductions
             # took ~40 µs here, the pools ~5. The mean of a window is its sum over
-            # ``window`` (the output layer's rows make up for the factor), and the ReLU
-            # commutes with the max, as does adding the bias, which is therefore added
-            # to the max, once per filter. The bias is an ADD of its own rather than
-            # folded into the table: int8 CONCATENATION makes its inputs share its
-            # scale, and the ops from the table to it would otherwise pass that scale
-            # (of ReLU outputs, no negative values) back to the table.
+            # ``window`` (scaled back above), and the ReLU commutes with the max, as does
+            # adding the bias, which is therefore added to the max, once per filter. The
+            # bias is an ADD of its own rather than folded into the table: int8
+            # CONCATENATION makes its inputs share its scale, and the ops from the table
+            # to it would otherwise pass that scale (of ReLU outputs, no negative values)
+            # back to the table.
             if cfg.window > 1:
                 grid = tf.nn.avg_pool2d(grid, (1, cfg.window), (1, cfg.window), "VALID")
             pooled = tf.nn.max_pool2d(grid, (cfg.positions, 1), (cfg.positions, 1), "VALID")
-            biased = tf.reshape(pooled, [1, filters]) + tf.constant(word_bias / cfg.window)
+            biased = tf.reshape(pooled, [1, filters]) + tf.constant(word_bias)
             words = tf.nn.relu(biased)
             activations = tf.concat([hidden_layer(ids, weights, scale), words], axis=1)
             return output_layer(activations)
