@@ -460,16 +460,11 @@ def word_vectors(
     MiniLM's whole words too) and its vectors, rows as the featurizer numbers them
     (padding and unknown word zero)."""
     from agent.featurize import tokenize
-    from convert.teacher import MiniLMTeacher, minilm_vocabulary
+    from convert.vectors import minilm_vectors
 
     words = {w for t in transfer for w in tokenize(t)}
-    if args.lexicon == "minilm":
-        words |= set(minilm_vocabulary())
-    lexicon = tuple(sorted(words))
-    encoder = MiniLMTeacher(featurizer=None, cache_dir=cache, threads=args.teacher_threads)
-    vectors = np.zeros((len(lexicon) + 2, 384), np.float32)
-    vectors[2:] = encoder.embed(list(lexicon))
-    return lexicon, vectors
+    vectors = minilm_vectors(words, args.teacher_threads, cache, args.lexicon == "minilm")
+    return vectors.words, vectors.table()
 
 
 def bench_dataset(

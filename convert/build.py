@@ -46,6 +46,7 @@ from convert.quantize import Mode, frequent_words, to_tflite
 from convert.report import write_report
 from convert.sentences import NONE_INTENT, Example, expand_negatives, expand_spec
 from convert.spec import Spec
+from convert.vectors import MINILM, WordVectors, minilm_vectors, read_vectors
 
 Progress = Callable[[str], None]
 _WRONG_LISTED = 50
@@ -79,6 +80,11 @@ class BuildOptions:
     """Ship the recipe refit on every sentence, the held-out ones included, once the split
     has scored it: a command the templates write out must not be unknown to the model
     because the split held it out. The threshold stays the one the split calibrated."""
+    word_vectors: str = ""
+    """Pretrained word vectors for the student's word branch: ``minilm``, a word-vector
+    text file, or empty for no branch (:mod:`convert.vectors`)."""
+    word_lexicon: int = 20000
+    """Words taken from the head of a vector file beside the spec's own."""
     word_rows: int = 4096
     """The most frequent training words that get a first-layer row of their own, so that a
     command feeds ~1 occurrence per word instead of ~20 (:func:`convert.quantize.word_rows`;
@@ -186,6 +192,30 @@ def _teacher(name: str) -> Any:
     raise ValueError(f"unknown teacher '{name}' (expected none, mlp or minilm)")
 
 
+def _word_vectors(
+    options: BuildOptions, vocabulary: list[str], progress: Progress
+) -> WordVectors | None:
+    """The word branch's vectors, if ``options.word_vectors`` asks for them: the spec's
+    words are always in its lexicon when the source has them."""
+    if not options.word_vectors:
+        return None
+    progress(f"reading word vectors from {options.word_vectors}")
+    # The words as the featurizer will see them: "can't" is "cant".
+    words = sorted({token for word in vocabulary for token in tokenize(word)})
+    if options.word_vectors == MINILM:
+        vectors = minilm_vectors(words)
+    else:
+        vectors = read_vectors(Path(options.word_vectors), words, options.word_lexicon)
+    known = set(vectors.words)
+    missing = [w for w in words if w not in known]
+    progress(
+        f"word branch: {len(vectors.words)} words of {vectors.matrix.shape[1]} dimensions;"
+        f" {len(missing)} of the spec's {len(words)} words have no vector"
+        + (f" ({', '.join(missing[:8])}{', ...' if len(missing) > 8 else ''})" if missing else "")
+    )
+    return vectors
+
+
 def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -> BuildResult:
     """Train, compress and write ``output/`` for ``spec``; replaces ``output`` atomically."""
     # A fresh Keras state, so that a second build in the same process draws the same
@@ -202,13 +232,14 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
     index = {label: i for i, label in enumerate(labels)}
     none = index.get(NONE_LABEL, -1)
     train, held = split(examples + negatives, options.validation, options.seed)
+    branch = _word_vectors(options, vocabulary, progress)
     progress(
         f"{len(examples)} sentences for {len(spec.intents)} intents, {len(negatives)} out-of-scope;"
         f" training on {len(train)}, holding out {len(held)}"
     )
     held_texts = [e.text for e in held]
     y_held = np.array([index[e.intent] for e in held], np.int32)
-    scored = _train(train, index, options, progress, "", (held_texts, y_held))
+    scored = _train(train, index, options, progress, "", (held_texts, y_held), branch)
     rejection = calibrate(scored.probs, y_held, none, floor=0.5)
     progress(
         f"threshold {rejection.threshold:.2f}: in-scope accuracy {rejection.in_scope_accuracy:.1%},"
@@ -217,7 +248,7 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
     shipped = scored
     if options.refit:
         progress(f"refitting on all {len(train) + len(held)} sentences")
-        shipped = _train(train + held, index, options, progress, "refit ", None)
+        shipped = _train(train + held, index, options, progress, "refit ", None, branch)
     content, runtime = shipped.content, shipped.runtime
     shipped_model = TFLiteModel(content, runtime)
     # What the shipped file makes of the spec's own sentences: with the refit, trained on
@@ -250,6 +281,7 @@ def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -
             "held_out": len(held),
             "balanced": scored.balanced,
             "transfer": scored.transfer,
+            "lexicon": len(branch.words) if branch is not None else 0,
         },
         "stages": [s.to_json() for s in scored.stages],
         # Feature occurrences per training sentence: the slots of the TFLite input a command
@@ -335,11 +367,16 @@ def _train(
     progress: Progress,
     tag: str,
     held: tuple[list[str], np.ndarray] | None,
+    branch: WordVectors | None = None,
 ) -> _Trained:
     """Teacher, distilled student, pruning and quantization on ``examples``; each stage is
-    scored on ``held`` (texts and labels) when given. ``tag`` prefixes the progress lines."""
+    scored on ``held`` (texts and labels) when given. ``tag`` prefixes the progress lines.
+    With ``branch`` the student has a word branch over those vectors."""
     train = balance(examples)
-    featurizer = Featurizer(options.featurizer)
+    config = options.featurizer
+    if branch is not None:
+        config = replace(config, lexicon=branch.words)
+    featurizer = Featurizer(config)
     train_texts = [e.text for e in train]
     held_texts, y_held = held if held is not None else ([], np.zeros(0, np.int32))
     y_train = np.array([index[e.intent] for e in train], np.int32)
@@ -348,9 +385,7 @@ def _train(
     stages: list[StageResult] = []
     # The model is trained on n-gram vectors; the exported file and the runtime's
     # featurizer add a row per frequent word, for the same answers from fewer slots.
-    runtime = Featurizer(
-        replace(options.featurizer, words=frequent_words(train_texts, options.word_rows))
-    )
+    runtime = Featurizer(replace(config, words=frequent_words(train_texts, options.word_rows)))
     # 300 training sentences calibrate int8; all of them say how many slots a command fills.
     features = [runtime.occurrences(tokenize(text)) for text in train_texts]
     order = np.random.default_rng(options.seed).permutation(len(features))[:300]
@@ -385,14 +420,28 @@ def _train(
                     p99,
                 )
             )
-    x_transfer, y_transfer = x_train, y_train
+    dense, y_transfer = x_train, y_train
     if teacher_logits is not None:
         copies = transfer_texts[len(train_texts) :]
-        x_transfer = np.concatenate([x_train, featurizer.transform(copies)])
+        dense = np.concatenate([x_train, featurizer.transform(copies)])
         y_transfer = np.concatenate([y_train, np.full(len(copies), -1, np.int32)])
+    else:
+        transfer_texts = train_texts
+    # The word branch takes each sentence's word ids beside its n-gram vector.
+    x_transfer: Any = dense
+    if branch is not None:
+        ids = np.stack([featurizer.word_ids(tokenize(t)) for t in transfer_texts])
+        x_transfer = (dense, ids)
 
     # 2. Student, distilled from the teacher (or trained on labels alone).
-    student = build_mlp(featurizer.config.dim, n_classes, options.student)
+    student = build_mlp(
+        config.dim,
+        n_classes,
+        options.student,
+        word_vectors=branch.table() if branch is not None else None,
+        window=config.window,
+        positions=config.positions,
+    )
     fit(
         student,
         x_transfer,

@@ -80,6 +80,23 @@ def register(commands: Any) -> None:
         "--hidden", type=int, default=96, help="hidden units of the student (default: %(default)s)"
     )
     parser.add_argument(
+        "--word-vectors",
+        default="",
+        metavar="minilm|FILE",
+        help="give the student a word branch over pretrained word vectors, so that words the"
+        " spec never pairs with an intent still count ('lamp' near 'light'): minilm (English,"
+        " needs torch like --teacher minilm) or a word2vec / GloVe / fastText .vec text file"
+        " in the spec's language; the model grows by ~400 bytes per word (default: none)",
+    )
+    parser.add_argument(
+        "--word-lexicon",
+        type=int,
+        default=20000,
+        metavar="N",
+        help="words taken from the head of a vector FILE besides the spec's own"
+        " (default: %(default)s)",
+    )
+    parser.add_argument(
         "--no-refit",
         dest="refit",
         action="store_false",
@@ -104,6 +121,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--prune must be in [0, 1), not {args.prune}")
     if args.epochs < 1 or args.sentences_per_intent < 1 or args.hidden < 1:
         raise UsageError("--epochs, --sentences-per-intent and --hidden must be positive")
+    if args.word_lexicon < 0:
+        raise UsageError(f"--word-lexicon must be 0 or more, not {args.word_lexicon}")
+    if args.word_vectors == "minilm" and spec.language.split("-")[0].lower() != "en":
+        raise UsageError(
+            f"--word-vectors minilm knows English words only, and {args.spec} is"
+            f" '{spec.language}': give a vector file in that language (fastText's"
+            f" cc.{spec.language.split('-')[0].lower()}.300.vec, for one)"
+        )
+    if args.word_vectors not in ("", "minilm") and not Path(args.word_vectors).is_file():
+        raise UsageError(f"--word-vectors: {args.word_vectors}: no such file")
     try:
         featurizer = FeaturizerConfig(dim=args.dim)
     except ValueError as err:
@@ -122,9 +149,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.teacher == "minilm" and (missing := minilm_missing()):
         raise UsageError(f"--teacher minilm needs MiniLM: {missing}")
+    if args.word_vectors == "minilm" and (missing := minilm_missing()):
+        raise UsageError(f"--word-vectors minilm needs MiniLM: {missing}")
     from convert.build import BuildOptions, build
     from convert.model import MlpConfig
     from convert.report import shipped_lines, stage_table
+    from convert.vectors import VectorsError
 
     options = BuildOptions(
         seed=args.seed,
@@ -136,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         prune=args.prune,
         quantize=args.quantize,
         refit=args.refit,
+        word_vectors=args.word_vectors,
+        word_lexicon=args.word_lexicon,
     )
     output = args.output or Path("models") / spec.name
     started = time.monotonic()
@@ -144,7 +176,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"{time.monotonic() - started:6.1f}s {message}", file=sys.stderr, flush=True)
 
-    result = build(spec, output, options, progress)
+    try:
+        result = build(spec, output, options, progress)
+    except VectorsError as err:
+        raise UsageError(str(err)) from None
     rej = result.rejection
     print(
         f"\n{spec.name}: {len(result.labels)} labels, {result.train_count} training sentences,"

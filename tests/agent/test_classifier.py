@@ -109,6 +109,21 @@ def test_korean_model(ko_model: Path) -> None:
     assert [(s.name, s.value) for s in result.slots] == [("room", "living_room")]
 
 
+def test_word_branch_model_on_the_pi_runtime(branch_model: Path) -> None:
+    # A model that reads words through its lexicon: the runtime feeds the windows input,
+    # and the Pi's interpreter gives what the build measured with TensorFlow's.
+    meta = json.loads((branch_model / "model.json").read_text())
+    assert meta["featurizer"]["lexicon"] and meta["featurizer"]["window"] == 3
+    classifier = IntentClassifier.load(branch_model)
+    assert classifier.runtime == "tflite_runtime"
+    for probe in json.loads((branch_model / "report.json").read_text())["probes"]:
+        got = classifier.probabilities(probe["text"])
+        np.testing.assert_allclose(got, probe["probabilities"], atol=1.5 / 256)
+    result = classifier.classify("거실 불 켜 줘")
+    assert result.intent == "LightOn"
+    assert [(s.name, s.value) for s in result.slots] == [("room", "living_room")]
+
+
 def test_agent_never_imports_tensorflow_or_convert() -> None:
     for path in (ROOT / "agent").glob("*.py"):
         tree = ast.parse(path.read_text(), str(path))

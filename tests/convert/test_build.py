@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,11 @@ import pytest
 from agent.featurize import Featurizer, FeaturizerConfig
 from convert.build import BuildOptions, build, split
 from convert.evaluate import TFLiteModel
+from convert.grammar import vosk_vocabulary
 from convert.sentences import Example
 from convert.spec import load_spec
 from convert.teacher import minilm_missing
+from tests.vectors import write_vectors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,14 +226,63 @@ def test_cli_convert_shows_progress_and_summary(refit: bool, tmp_path: Path) -> 
             ["{ko}", "--dim", "1000"],
             "voice-agent: error: --dim: featurizer dim must be a power of two >= 16, not 1000",
         ),
+        (
+            ["{ko}", "--word-vectors", "minilm"],
+            "voice-agent: error: --word-vectors minilm knows English words only, and {ko} is"
+            " 'ko': give a vector file in that language (fastText's cc.ko.300.vec, for one)",
+        ),
+        (
+            ["{ko}", "--word-vectors", "missing.vec"],
+            "voice-agent: error: --word-vectors: missing.vec: no such file",
+        ),
+        (
+            ["{ko}", "--word-vectors", "{bad}"],
+            "voice-agent: error: {bad}:3: the vector of 'b' is 1-dimensional,"
+            " the first word's 2-dimensional",
+        ),
     ],
 )
 def test_cli_convert_errors_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
-    args = [a.replace("{ko}", str(ROOT / "examples/ko/smart-home.yaml")) for a in args]
+    bad = tmp_path / "bad.vec"
+    bad.write_text("2 2\na 0.1 0.2\nb 0.3\n")
+    names = {"{ko}": str(ROOT / "examples/ko/smart-home.yaml"), "{bad}": str(bad)}
+    for key, value in names.items():
+        args = [a.replace(key, value) for a in args]
+        message = message.replace(key, value)
     out = cli(*args, "-o", str(tmp_path / "m"))
     assert out.returncode == 2
-    assert out.stderr == message + "\n"
+    # At most progress lines before the error ("reading word vectors from ..."), no trace.
+    *progress, last = out.stderr.splitlines()
+    assert last == message
+    assert all(re.match(r" *\d+\.\ds [a-z]", line) for line in progress), progress
     assert not (tmp_path / "m").exists()
+
+
+def test_cli_convert_with_word_vectors(tmp_path: Path) -> None:
+    # Every word of the spec but one has a vector, and the file has words the spec lacks.
+    spec = load_spec(ROOT / "examples/ko/smart-home.yaml")
+    words = vosk_vocabulary(spec)
+    vectors = write_vectors(tmp_path / "ko.vec", ["집", "전구", *words[1:]])
+    args = ["--epochs", "3", "--teacher", "none", "--prune", "0", "--no-refit", "-o"]
+    out = cli(str(spec.path), *args, str(tmp_path / "m"), "--word-vectors", str(vectors))
+    assert out.returncode == 0, out.stderr
+    assert (
+        f"word branch: {len(words) + 1} words of 8 dimensions; 1 of the spec's {len(words)}"
+        f" words have no vector ({words[0]})"
+    ) in out.stderr
+    meta = json.loads((tmp_path / "m/model.json").read_text())
+    config = FeaturizerConfig.from_json(meta["featurizer"])
+    assert config.lexicon == ("집", "전구", *words[1:]) and config.window == 3
+    report = json.loads((tmp_path / "m/report.json").read_text())
+    assert report["counts"]["lexicon"] == len(words) + 1
+    assert report["options"]["word_vectors"] == str(vectors)
+    # The file reads words through the lexicon: the runtime's featurizer feeds its windows.
+    model = TFLiteModel((tmp_path / "m/intent.tflite").read_bytes(), Featurizer(config))
+    for probe in report["probes"]:
+        np.testing.assert_allclose(
+            model.probabilities([probe["text"]])[0], probe["probabilities"], atol=1e-5
+        )
+    assert report["rejection"]["in_scope_accuracy"] >= 0.9
 
 
 def test_cli_convert_bad_spec(tmp_path: Path) -> None:
