@@ -68,7 +68,13 @@ def markdown(report: dict[str, Any]) -> str:
         f"{counts['sentences']} in-scope and {counts['out_of_scope']} out-of-scope sentences;"
         f" trained on {counts['train']} ({counts['balanced']} with small intents repeated,"
         f" +{counts['transfer'] - counts['balanced']} perturbed copies labelled by the teacher),"
-        f" scored on {counts['held_out']} held out.",
+        f" scored on {counts['held_out']} held out."
+        + (
+            f" The student also reads each word through {counts['lexicon']} pretrained word"
+            f" vectors ({report['options']['word_vectors']}), windows of three words."
+            if counts.get("lexicon")
+            else ""
+        ),
         "",
         "## Stages",
         "",

@@ -276,6 +276,10 @@ def test_cli_convert_with_word_vectors(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "m/report.json").read_text())
     assert report["counts"]["lexicon"] == len(words) + 1
     assert report["options"]["word_vectors"] == str(vectors)
+    assert (
+        f"reads each word through {len(words) + 1} pretrained word vectors ({vectors})"
+        in (tmp_path / "m/report.md").read_text()
+    )
     # The file reads words through the lexicon: the runtime's featurizer feeds its windows.
     model = TFLiteModel((tmp_path / "m/intent.tflite").read_bytes(), Featurizer(config))
     for probe in report["probes"]:
