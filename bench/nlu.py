@@ -463,7 +463,8 @@ def word_vectors(
     from convert.vectors import minilm_vectors
 
     words = {w for t in transfer for w in tokenize(t)}
-    vectors = minilm_vectors(words, args.teacher_threads, cache, args.lexicon == "minilm")
+    limit = None if args.lexicon == "minilm" else 0
+    vectors = minilm_vectors(words, args.teacher_threads, cache, limit)
     return vectors.words, vectors.table()
 
 

@@ -84,7 +84,7 @@ class BuildOptions:
     """Pretrained word vectors for the student's word branch: ``minilm``, a word-vector
     text file, or empty for no branch (:mod:`convert.vectors`)."""
     word_lexicon: int = 20000
-    """Words taken from the head of a vector file beside the spec's own."""
+    """Words beside the spec's own: the head of a vector file, or MiniLM's first ones."""
     word_rows: int = 4096
     """The most frequent training words that get a first-layer row of their own, so that a
     command feeds ~1 occurrence per word instead of ~20 (:func:`convert.quantize.word_rows`;
@@ -203,7 +203,7 @@ def _word_vectors(
     # The words as the featurizer will see them: "can't" is "cant".
     words = sorted({token for word in vocabulary for token in tokenize(word)})
     if options.word_vectors == MINILM:
-        vectors = minilm_vectors(words)
+        vectors = minilm_vectors(words, limit=options.word_lexicon)
     else:
         vectors = read_vectors(Path(options.word_vectors), words, options.word_lexicon)
     known = set(vectors.words)

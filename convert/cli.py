@@ -93,8 +93,9 @@ def register(commands: Any) -> None:
         type=int,
         default=20000,
         metavar="N",
-        help="words taken from the head of a vector FILE besides the spec's own"
-        " (default: %(default)s)",
+        help="words besides the spec's own: the first N of a vector FILE (such files list"
+        " the most frequent first) or of MiniLM's 21,719; 0 for the spec's words alone, which"
+        " is all a grammar-constrained recognizer can return (default: %(default)s)",
     )
     parser.add_argument(
         "--no-refit",

@@ -108,16 +108,15 @@ def minilm_vectors(
     keep: Iterable[str],
     threads: int | None = None,
     cache_dir: Path | None = None,
-    vocabulary: bool = True,
+    limit: int | None = None,
 ) -> WordVectors:
-    """``keep``'s words and (with ``vocabulary``) MiniLM's whole English words, each
-    encoded alone by MiniLM (under a minute on a workstation's CPU for ~22,000 words;
-    ``cache_dir`` keeps the vectors on disk for the next build)."""
+    """``keep``'s words and the first ``limit`` (None: all 21,719) of MiniLM's whole English
+    words, each encoded alone by MiniLM (under a minute on a workstation's CPU for all of
+    them; ``cache_dir`` keeps the vectors on disk for the next build)."""
     from convert.teacher import MiniLMTeacher, minilm_vocabulary
 
     words = {w for w in keep if tokenize(w) == [w]}
-    if vocabulary:
-        words |= set(minilm_vocabulary())
+    words |= set(minilm_vocabulary()[:limit])
     lexicon = tuple(sorted(words))
     encoder = MiniLMTeacher(featurizer=None, cache_dir=cache_dir, threads=threads)
     return WordVectors(MINILM, lexicon, encoder.embed(list(lexicon)))
