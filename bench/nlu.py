@@ -215,6 +215,40 @@ def word_dropout(texts: list[str], copies: int, seed: int) -> list[str]:
     return out
 
 
+def neighbour_copies(
+    texts: list[str], copies: int, seed: int, lexicon: tuple[str, ...], vectors: np.ndarray
+) -> list[str]:
+    """Copies of each sentence with each word of 3+ letters, with probability 1/4, replaced
+    by one of its 10 nearest lexicon words (cosine >= 0.6 between MiniLM vectors): new
+    sentences near the train split for the teacher to label (Tang et al., 2019), whose
+    words the student's branch reads through the same vectors."""
+    from agent.featurize import tokenize
+
+    if not copies:
+        return []
+    rng = random.Random(f"{seed}:neighbours")
+    unit = vectors[2:] / (np.linalg.norm(vectors[2:], axis=1, keepdims=True) + 1e-9)
+    row = {word: i for i, word in enumerate(lexicon)}
+    sentences = [tokenize(text) for text in texts]
+    words = sorted({w for ws in sentences for w in ws if len(w) > 2 and w in row})
+    near: dict[str, list[str]] = {}
+    k = min(10, len(lexicon))
+    for start in range(0, len(words), 512):
+        block = words[start : start + 512]
+        sims = unit[[row[w] for w in block]] @ unit.T
+        for i, word in enumerate(block):
+            sims[i, row[word]] = -1.0
+            top = np.argpartition(-sims[i], k - 1)[:k]
+            near[word] = [lexicon[j] for j in sorted(top) if sims[i, j] >= 0.6]
+    out: list[str] = []
+    for _ in range(copies):
+        for ws in sentences:
+            new = [rng.choice(near[w]) if near.get(w) and rng.random() < 0.25 else w for w in ws]
+            if new != ws:
+                out.append(" ".join(new))
+    return out
+
+
 def word_swaps(texts: list[str], copies: int, seed: int) -> list[str]:
     """Copies of each sentence (of 3+ words) with two neighbouring words swapped: word order
     the labelled data never shows, for the teacher to label."""
@@ -524,23 +558,36 @@ def bench_dataset(
     transfer += recombine(train_texts, y_train, args.recombine_copies, args.seed)
     for other in others:
         transfer += [t for t, _ in other.train]
-    y_transfer = np.concatenate([y_train, -np.ones(len(transfer) - len(train_texts), np.int64)])
-    teacher_path, teacher_logits, size = cached_teacher(data, args, transfer, n_classes, work, log)
-    scores, stats = _run_child("teacher", teacher_path, eval_texts, timed, work, args.latency_n)
-    finish("teacher", _softmax(scores), stats, size)
-
-    # Student, distilled on the transfer set.
-    log(f"[{data.name}] student on {len(transfer)} sentences")
     student_featurizer = FeaturizerConfig(dim=args.dim, char_max=args.char_max)
     vectors = None
     if args.word_filters:
         # The word branch: every transfer word and MiniLM's whole words, each with its
-        # MiniLM vector (the word encoded alone).
+        # MiniLM vector (the word encoded alone). Neighbour copies only use lexicon words,
+        # so the lexicon is the same with or without them.
         lexicon, vectors = word_vectors(transfer, args, work.parent / "cache")
         student_featurizer = dataclasses.replace(
             student_featurizer, lexicon=lexicon, window=args.word_window
         )
         log(f"[{data.name}] word branch: {len(lexicon)} words, window {args.word_window}")
+        copies = neighbour_copies(train_texts, args.neighbour_copies, args.seed, lexicon, vectors)
+        log(f"[{data.name}] {len(copies)} neighbour-word copies")
+        transfer += copies
+    y_transfer = np.concatenate([y_train, -np.ones(len(transfer) - len(train_texts), np.int64)])
+    teacher_path, teacher_logits, size = cached_teacher(data, args, transfer, n_classes, work, log)
+    scores, stats = _run_child("teacher", teacher_path, eval_texts, timed, work, args.latency_n)
+    finish("teacher", _softmax(scores), stats, size)
+    if vectors is not None and args.teacher_vectors:
+        # Beside each word's MiniLM vector, the teacher's own encoder's (fine-tuned to this
+        # data set's intents): the table the export folds is as large either way.
+        with open(teacher_path, "rb") as handle:
+            teacher = pickle.load(handle)
+        tuned = np.zeros_like(vectors)
+        tuned[2:] = teacher.embed(list(student_featurizer.lexicon))
+        vectors = np.hstack([vectors, tuned])
+        del teacher
+
+    # Student, distilled on the transfer set.
+    log(f"[{data.name}] student on {len(transfer)} sentences")
     featurizer = Featurizer(student_featurizer)
     features = sparse_features(featurizer, transfer)
     if vectors is not None:
@@ -763,6 +810,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("transfer", "minilm"),
         default="minilm",
         help="words with a vector: the transfer set's, or those and MiniLM's whole words",
+    )
+    parser.add_argument(
+        "--neighbour-copies",
+        type=int,
+        default=0,
+        help="copies of each train sentence with words swapped for their MiniLM neighbours,"
+        " labelled by the teacher (needs the word branch)",
+    )
+    parser.add_argument(
+        "--teacher-vectors",
+        action="store_true",
+        help="the branch also reads each word as the teacher's encoder makes it (with"
+        " --finetune: tuned to the data set)",
     )
     parser.add_argument(
         "--oos-cost",

@@ -11,6 +11,7 @@ from bench.nlu import (
     accuracy,
     choose_threshold,
     cold_lines,
+    neighbour_copies,
     tradeoff_lines,
 )
 
@@ -59,3 +60,16 @@ def test_cold_lines_give_the_first_pass_of_each_timed_model() -> None:
     untimed = Row(97.0, None, 1, 70.0, 150.0, 3.0)
     lines = cold_lines([Result("SNIPS", {"int8": timed, "svm": untimed})])
     assert lines == ["", "SNIPS student int8 TFLite, first pass p50 / p99 µs: 180 / 421"]
+
+
+def test_neighbour_copies_swap_words_for_near_ones_only() -> None:
+    # "lamp" and "light" point the same way, "music" and "on" elsewhere; "on" is too short
+    # to be swapped at all.
+    lexicon = ("lamp", "light", "music", "on")
+    vectors = np.array([[0, 0], [0, 0], [1, 0.1], [1, 0], [0, 1], [-1, 0]], np.float32)
+    texts = ["light on", "music on"]
+    copies = neighbour_copies(texts, 40, 0, lexicon, vectors)
+    assert set(copies) == {"lamp on"}  # unchanged copies are left out
+    assert 0 < len(copies) < 40
+    assert copies == neighbour_copies(texts, 40, 0, lexicon, vectors)
+    assert neighbour_copies(texts, 0, 0, lexicon, vectors) == []
