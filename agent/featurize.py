@@ -31,6 +31,11 @@ shares (CLINC150's int8 student lost 0.3 point in scope to that)."""
 _WORD_ROW_WEIGHT = np.full(1, WORD_ROW_WEIGHT, np.float32).tobytes()
 
 
+_WORD_LISTS = ("words", "lexicon")
+"""The fields of :class:`FeaturizerConfig` that are word lists: checked, and stored in a
+model's JSON (only when not empty), alike."""
+
+
 @dataclass(frozen=True)
 class FeaturizerConfig:
     """Settings that a model was trained with; stored in the model's metadata."""
@@ -74,14 +79,12 @@ class FeaturizerConfig:
             raise ValueError("featurizer word_ngrams must be >= 1")
         if self.char_max and not 1 <= self.char_min <= self.char_max:
             raise ValueError("featurizer needs 1 <= char_min <= char_max (or char_max = 0)")
-        if len(set(self.words)) != len(self.words):
-            raise ValueError("featurizer words has a word twice")
-        if not all(isinstance(w, str) and tokenize(w) == [w] for w in self.words):
-            raise ValueError("featurizer words must be single normalized words")
-        if len(set(self.lexicon)) != len(self.lexicon):
-            raise ValueError("featurizer lexicon has a word twice")
-        if not all(isinstance(w, str) and tokenize(w) == [w] for w in self.lexicon):
-            raise ValueError("featurizer lexicon must be single normalized words")
+        for key in _WORD_LISTS:
+            words = getattr(self, key)
+            if len(set(words)) != len(words):
+                raise ValueError(f"featurizer {key} has a word twice")
+            if not all(isinstance(w, str) and tokenize(w) == [w] for w in words):
+                raise ValueError(f"featurizer {key} must be single normalized words")
         if self.window < 1 or self.window % 2 == 0:
             raise ValueError(f"featurizer window must be an odd number >= 1, not {self.window}")
         if self.positions < 1:
@@ -101,7 +104,7 @@ class FeaturizerConfig:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("words", "lexicon"):
+        for key in _WORD_LISTS:
             if data[key]:
                 data[key] = list(data[key])
             else:  # a model without them reads as before, and as older agents expect
@@ -114,14 +117,11 @@ class FeaturizerConfig:
     def from_json(cls, data: dict[str, Any]) -> FeaturizerConfig:
         data = dict(data)
         data.setdefault("norm", "merged")  # the models built before the field existed
-        if "words" in data:
-            if not isinstance(data["words"], list):
-                raise ValueError("featurizer words must be a list of words")
-            data["words"] = tuple(data["words"])
-        if "lexicon" in data:
-            if not isinstance(data["lexicon"], list):
-                raise ValueError("featurizer lexicon must be a list of words")
-            data["lexicon"] = tuple(data["lexicon"])
+        for key in _WORD_LISTS:
+            if key in data:
+                if not isinstance(data[key], list):
+                    raise ValueError(f"featurizer {key} must be a list of words")
+                data[key] = tuple(data[key])
         return cls(**data)
 
 

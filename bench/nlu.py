@@ -511,6 +511,7 @@ def bench_dataset(
     from convert.distill import FitConfig, fit
     from convert.model import MlpConfig, build_mlp
     from convert.quantize import frequent_words, to_tflite
+    from convert.vectors import WordVectors
 
     started = time.time()
     log = print if args.verbose else (lambda *a, **k: None)
@@ -581,9 +582,9 @@ def bench_dataset(
         # data set's intents): the table the export folds is as large either way.
         with open(teacher_path, "rb") as handle:
             teacher = pickle.load(handle)
-        tuned = np.zeros_like(vectors)
-        tuned[2:] = teacher.embed(list(student_featurizer.lexicon))
-        vectors = np.hstack([vectors, tuned])
+        lexicon = student_featurizer.lexicon
+        tuned = WordVectors("teacher", lexicon, teacher.embed(list(lexicon)))
+        vectors = np.hstack([vectors, tuned.table()])
         del teacher
 
     # Student, distilled on the transfer set.

@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.featurize import FeaturizerConfig
     from convert.quiet import silenced
     from convert.spec import SpecError, load_spec
+    from convert.vectors import MINILM, VectorsError
 
     try:
         spec = load_spec(args.spec)
@@ -124,13 +125,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--epochs, --sentences-per-intent and --hidden must be positive")
     if args.word_lexicon < 0:
         raise UsageError(f"--word-lexicon must be 0 or more, not {args.word_lexicon}")
-    if args.word_vectors == "minilm" and spec.language.split("-")[0].lower() != "en":
+    language = spec.language.split("-")[0].lower()
+    if args.word_vectors == MINILM and language != "en":
         raise UsageError(
             f"--word-vectors minilm knows English words only, and {args.spec} is"
             f" '{spec.language}': give a vector file in that language (fastText's"
-            f" cc.{spec.language.split('-')[0].lower()}.300.vec, for one)"
+            f" cc.{language}.300.vec, for one)"
         )
-    if args.word_vectors not in ("", "minilm") and not Path(args.word_vectors).is_file():
+    if args.word_vectors not in ("", MINILM) and not Path(args.word_vectors).is_file():
         raise UsageError(f"--word-vectors: {args.word_vectors}: no such file")
     try:
         featurizer = FeaturizerConfig(dim=args.dim)
@@ -150,12 +152,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.teacher == "minilm" and (missing := minilm_missing()):
         raise UsageError(f"--teacher minilm needs MiniLM: {missing}")
-    if args.word_vectors == "minilm" and (missing := minilm_missing()):
+    if args.word_vectors == MINILM and (missing := minilm_missing()):
         raise UsageError(f"--word-vectors minilm needs MiniLM: {missing}")
     from convert.build import BuildOptions, build
     from convert.model import MlpConfig
     from convert.report import shipped_lines, stage_table
-    from convert.vectors import VectorsError
 
     options = BuildOptions(
         seed=args.seed,
