@@ -577,7 +577,9 @@ def bench_dataset(
     teacher_path, teacher_logits, size = cached_teacher(data, args, transfer, n_classes, work, log)
     scores, stats = _run_child("teacher", teacher_path, eval_texts, timed, work, args.latency_n)
     finish("teacher", _softmax(scores), stats, size)
-    if vectors is not None and args.teacher_vectors:
+    tuned_teacher = finetune_epochs(args.finetune, data.name) > 0
+    wanted = args.teacher_vectors == "always" or (args.teacher_vectors == "tuned" and tuned_teacher)
+    if vectors is not None and args.teacher == "minilm" and wanted:
         # Beside each word's MiniLM vector, the teacher's own encoder's (fine-tuned to this
         # data set's intents): the table the export folds is as large either way.
         with open(teacher_path, "rb") as handle:
@@ -613,6 +615,7 @@ def bench_dataset(
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
         schedule=args.schedule,
+        average=min(args.average_epochs, 2 if args.quick else args.epochs),
     )
     fit(student, features, y_transfer, config, seed=args.seed, teacher_logits=teacher_logits)
     del features
@@ -733,7 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="2 epochs each: a smoke run")
     parser.add_argument(
         "--finetune",
-        default="snips=1",
+        default="snips=1,hwu64=1",
         help="epochs of end-to-end MiniLM fine-tuning before the teacher's head: N, or per "
         "data set as snips=1,hwu64=0",
     )
@@ -762,6 +765,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--schedule", default="constant", help="student learning rate (convert.distill.SCHEDULES)"
     )
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--average-epochs",
+        type=int,
+        default=5,
+        help="train the student with the mean of its weights over its last N epochs",
+    )
     parser.add_argument("--alpha", type=float, default=0.3)
     parser.add_argument("--temperature", type=float, default=3.0)
     parser.add_argument(
@@ -815,15 +824,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--neighbour-copies",
         type=int,
-        default=0,
+        default=4,
         help="copies of each train sentence with words swapped for their MiniLM neighbours,"
         " labelled by the teacher (needs the word branch)",
     )
     parser.add_argument(
         "--teacher-vectors",
-        action="store_true",
-        help="the branch also reads each word as the teacher's encoder makes it (with"
-        " --finetune: tuned to the data set)",
+        choices=("tuned", "always", "never"),
+        default="tuned",
+        help="the branch also reads each word as the MiniLM teacher's encoder makes it:"
+        " when --finetune has tuned it to the data set (default), always, or never",
     )
     parser.add_argument(
         "--oos-cost",
@@ -849,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     from convert.distill import FitConfig
 
     try:  # the trainer's own check, so the choices are listed in one place
-        FitConfig(schedule=args.schedule)
+        FitConfig(epochs=args.epochs, schedule=args.schedule, average=args.average_epochs)
     except ValueError as err:
         parser.error(str(err))
     if args.quick:

@@ -9,10 +9,11 @@ operands swapped, FULLY_CONNECTED(input = kernel ``[C, H]``, filter = activation
 layer already uses, and runs several times faster. The converter always puts the constant
 in the filter, so the swap is done here on the flatbuffer.
 
-The swapped form has one output channel, so the per-class bias moves to an int8 ADD after
-a RESHAPE to ``[1, C]``, and the kernel, now an activation-like input, is requantized from
-per-channel to one per-tensor scale. Both cost a rounding step each; the export's tests
-hold the int8 file to the Keras model as before.
+The swapped form has one output channel and no per-class bias: the export folds the bias
+into the kernel (:func:`convert.quantize.to_tflite`), so the product is followed only by a
+RESHAPE to ``[1, C]``, and asks the converter for one scale for the kernel, which is now an
+activation-like input (a per-channel kernel would be requantized here, a second rounding).
+A FULLY_CONNECTED with a bias or a fused activation is left as it is.
 """
 
 from __future__ import annotations
@@ -24,16 +25,17 @@ from tensorflow.lite.tools import flatbuffer_utils
 Op = schema.BuiltinOperator
 
 
-def swap_output_layer(content: bytes) -> bytes:
+def swap_output_layer(content: bytes, logits: tuple[float, float] | None = None) -> bytes:
     """``content`` with every int8 FULLY_CONNECTED of one input row against a constant
-    kernel of several channels and a bias rewritten as the swapped product + RESHAPE +
-    ADD; anything else is left as it is."""
+    kernel of several channels, without a bias, rewritten as the swapped product +
+    RESHAPE; anything else is left as it is. ``logits``, a ``(low, high)`` range, replaces
+    the range the converter calibrated for the product's output."""
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
     rewritten = False
     for graph in model.subgraphs:
         position = 0
         while position < len(graph.operators):
-            replacement = _swapped(model, graph, graph.operators[position])
+            replacement = _swapped(model, graph, graph.operators[position], logits)
             if replacement:
                 graph.operators[position : position + 1] = replacement
                 position += len(replacement)
@@ -46,16 +48,18 @@ def swap_output_layer(content: bytes) -> bytes:
 
 
 def _swapped(
-    model: schema.ModelT, graph: schema.SubGraphT, op: schema.OperatorT
+    model: schema.ModelT,
+    graph: schema.SubGraphT,
+    op: schema.OperatorT,
+    logits: tuple[float, float] | None,
 ) -> list[schema.OperatorT]:
-    """The three operators replacing ``op``, or ``[]`` when ``op`` is not the slow shape."""
+    """The two operators replacing ``op``, or ``[]`` when ``op`` is not the slow shape."""
     if _opcode(model, op) != Op.FULLY_CONNECTED or len(op.inputs) < 2:
         return []
     activations, kernel = (graph.tensors[i] for i in op.inputs[:2])
-    bias = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
     output = graph.tensors[op.outputs[0]]
     if (
-        bias is None
+        (len(op.inputs) > 2 and op.inputs[2] >= 0)
         or kernel.type != schema.TensorType.INT8
         or _data(model, kernel) is None
         or list(activations.shape) != [1, kernel.shape[1]]
@@ -65,27 +69,23 @@ def _swapped(
         return []
     classes, hidden = (int(n) for n in kernel.shape)
     options = op.builtinOptions
-    activation = options.fusedActivationFunction if options is not None else 0
-
-    # The kernel becomes an input, which has one scale: requantize it per tensor.
+    if options is not None and options.fusedActivationFunction:
+        return []
+    # The kernel becomes an input, which has one scale (the export asks the converter for
+    # one; a per-channel kernel is requantized here, at a second rounding).
     scales = np.asarray(kernel.quantization.scale, np.float32)
-    weights = _data(model, kernel).view(np.int8).reshape(classes, hidden) * (
-        scales[:, None] if scales.size > 1 else scales
-    )
-    _set(model, kernel, *_symmetric_int8(weights))
+    if scales.size > 1:
+        weights = _data(model, kernel).view(np.int8).reshape(classes, hidden) * scales[:, None]
+        _set(model, kernel, *_symmetric_int8(weights))
     kernel.quantization.quantizedDimension = 0
 
-    out_scale = float(output.quantization.scale[0])
-    out_zero = int(output.quantization.zeroPoint[0])
-    values = _data(model, bias).view(np.int32) * float(bias.quantization.scale[0])
-    # Before the bias the logits span the output's range shifted by it: widen the range so
-    # that a confident class does not saturate before its bias is added.
-    low = (-128 - out_zero) * out_scale - max(float(values.max()), 0.0)
-    high = (127 - out_zero) * out_scale - min(float(values.min()), 0.0)
-    step = (high - low) / 255
-    zero = int(np.clip(round(-128 - low / step), -128, 127))
-    column = _tensor(model, graph, "logits_column", [classes, 1], step, zero)
-    row = _tensor(model, graph, "logits_row", [1, classes], step, zero)
+    if logits is not None:
+        low, high = logits
+        step = (high - low) / 255
+        output.quantization.scale = np.array([step], np.float32)
+        output.quantization.zeroPoint = np.array([round(-128 - low / step)], np.int64)
+    scale, zero = float(output.quantization.scale[0]), int(output.quantization.zeroPoint[0])
+    column = _tensor(model, graph, "logits_column", [classes, 1], scale, zero)
     shape = _tensor(model, graph, "logits_shape", [2], None, None)
     _set(model, graph.tensors[shape], np.array([1, classes], np.int32), None)
 
@@ -99,23 +99,11 @@ def _swapped(
     reshape = schema.OperatorT()
     reshape.opcodeIndex = _opcode_index(model, Op.RESHAPE)
     reshape.inputs = np.array([column, shape], np.int32)
-    reshape.outputs = np.array([row], np.int32)
+    reshape.outputs = np.array([op.outputs[0]], np.int32)
     reshape.builtinOptionsType = schema.BuiltinOptions.ReshapeOptions
     reshape.builtinOptions = schema.ReshapeOptionsT()
     reshape.builtinOptions.newShape = [1, classes]
-
-    # The bias, per class, follows as an int8 ADD (the swapped product has one channel).
-    bias.shape = np.array([1, classes], np.int32)
-    bias.type = schema.TensorType.INT8
-    _set(model, bias, *_symmetric_int8(values))
-    add = schema.OperatorT()
-    add.opcodeIndex = _opcode_index(model, Op.ADD)
-    add.inputs = np.array([row, op.inputs[2]], np.int32)
-    add.outputs = np.array([op.outputs[0]], np.int32)
-    add.builtinOptionsType = schema.BuiltinOptions.AddOptions
-    add.builtinOptions = schema.AddOptionsT()
-    add.builtinOptions.fusedActivationFunction = activation
-    return [swapped, reshape, add]
+    return [swapped, reshape]
 
 
 def _builtin(code: schema.OperatorCodeT) -> int:

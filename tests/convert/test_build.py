@@ -62,8 +62,9 @@ def test_tflite_is_full_integer_int8_with_a_sparse_first_layer(built_ko: Path) -
     ops = interpreter._get_ops_details()
     # Quantize the weights and the scale; gather one int8 kernel row per occurrence; sum
     # them weighted (TRANSPOSE + FULLY_CONNECTED); scale; add the bias (ReLU fused); then
-    # the output layer, swapped (FULLY_CONNECTED + RESHAPE + ADD of the bias): integer
-    # kernels only.
+    # the output layer, its bias folded into the kernel (read by a constant activation
+    # after the CONCATENATION) and swapped (FULLY_CONNECTED + RESHAPE): integer kernels
+    # only.
     assert [op["op_name"] for op in ops] == [
         "QUANTIZE",
         "QUANTIZE",
@@ -74,9 +75,9 @@ def test_tflite_is_full_integer_int8_with_a_sparse_first_layer(built_ko: Path) -
         "RESHAPE",
         "MUL",
         "ADD",
+        "CONCATENATION",
         "FULLY_CONNECTED",
         "RESHAPE",
-        "ADD",
         "SOFTMAX",
     ]
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}

@@ -72,3 +72,25 @@ def test_unknown_schedule_is_refused() -> None:
         ValueError, match=r"^unknown schedule 'step' \(expected constant, cosine\)$"
     ):
         FitConfig(schedule="step")
+
+
+def test_average_keeps_the_mean_of_the_last_epochs_weights() -> None:
+    features, labels = _toy()
+    model = build_mlp(features.shape[1], 3, MlpConfig(hidden=16))
+    snapshots: list[list[np.ndarray]] = []
+
+    def snapshot(epoch: int, loss: float) -> None:
+        snapshots.append(model.get_weights())
+
+    config = FitConfig(epochs=6, batch_size=32, learning_rate=5e-3, average=3)
+    fit(model, features, labels, config, seed=0, on_epoch=snapshot)
+    assert len(snapshots) == 6
+    for got, *last in zip(model.get_weights(), *snapshots[-3:], strict=True):
+        np.testing.assert_allclose(got, np.mean(last, axis=0), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(got, last[-1])  # not simply the last epoch's
+    assert _accuracy(model, features, labels) > 0.95
+
+
+def test_average_over_more_epochs_than_trained_is_refused() -> None:
+    with pytest.raises(ValueError, match="average: expected 0 to 4 epochs, got 5"):
+        FitConfig(epochs=4, average=5)

@@ -15,7 +15,13 @@ from agent.tflite import MAX_SLOTS, SLOT_STEP, SparseRunner
 from convert.build import split
 from convert.distill import FitConfig, fit
 from convert.model import MlpConfig, build_mlp
-from convert.quantize import frequent_words, sparse_samples, sparse_weights, to_tflite
+from convert.quantize import (
+    frequent_words,
+    logit_range,
+    sparse_samples,
+    sparse_weights,
+    to_tflite,
+)
 from convert.quiet import silenced
 from convert.rewrite import swap_output_layer
 from convert.sentences import Example, expand_negatives, expand_spec
@@ -185,12 +191,49 @@ def test_output_layer_is_swapped_into_the_fast_shape(trained: Trained) -> None:
     fully_connected = [op for op in ops if op["op_name"] == "FULLY_CONNECTED"]
     shapes = [tensors[op["outputs"][0]]["shape"].tolist() for op in fully_connected]
     assert shapes == [[96, 1], [classes, 1]]
-    assert [op["op_name"] for op in ops[-3:]] == ["RESHAPE", "ADD", "SOFTMAX"]
+    # The bias is folded into the kernel (a constant activation reads it): no ADD after.
+    assert [op["op_name"] for op in ops[-4:]] == [
+        "CONCATENATION",
+        "FULLY_CONNECTED",
+        "RESHAPE",
+        "SOFTMAX",
+    ]
+    output_kernel = tensors[fully_connected[-1]["inputs"][0]]
+    assert output_kernel["shape"].tolist() == [classes, 96 + 1]
+    assert len(output_kernel["quantization_parameters"]["scales"]) == 1
     # Only int8 files are rewritten; a file without the slow shape comes back unchanged.
     assert swap_output_layer(content) == content
     float_runner, _ = trained.runner("float32")
     float_ops = [o["op_name"] for o in float_runner.interpreter._get_ops_details()]
     assert [op for op in float_ops if op != "DELEGATE"][-2:] == ["FULLY_CONNECTED", "SOFTMAX"]
+
+
+def test_logit_range_clips_only_what_softmax_cannot_show() -> None:
+    # A confident model's logits (as HWU64's student: the top near 10, the rest far under).
+    rng = np.random.default_rng(0)
+    logits = rng.normal(-8.0, 3.0, (500, 64))
+    logits[np.arange(500), rng.integers(0, 64, 500)] = rng.uniform(2.0, 16.0, 500)
+    low, high = logit_range(logits)
+    top = logits.max(axis=1)
+    assert high == pytest.approx(top.max())
+    assert low == pytest.approx(top.min() - np.log(256 * 64)) and low > logits.min() + 5
+    clipped = np.clip(logits, low, high)
+    assert np.array_equal(clipped.argmax(1), logits.argmax(1))
+    moved = keras.ops.softmax(clipped) - keras.ops.softmax(logits)
+    assert float(np.max(np.abs(keras.ops.convert_to_numpy(moved)))) < 1 / 256
+    # Logits that never reach that far keep their own lowest value.
+    assert logit_range(np.array([[1.0, -2.0, 0.5]])) == (-2.0, 1.0)
+
+
+def test_int8_file_rounds_logits_in_the_calibration_range(trained: Trained) -> None:
+    runner, _ = trained.runner("int8")
+    tensors = {t["index"]: t for t in runner.interpreter.get_tensor_details()}
+    softmax = next(o for o in runner.interpreter._get_ops_details() if o["op_name"] == "SOFTMAX")
+    step, zero = tensors[softmax["inputs"][0]]["quantization"]
+    calibrated = trained.model(trained.featurizer.transform(trained.train_texts[:300]))
+    low, high = logit_range(keras.ops.convert_to_numpy(calibrated))
+    assert (-128 - zero) * step == pytest.approx(low, abs=step)
+    assert (127 - zero) * step == pytest.approx(high, abs=step)
 
 
 def test_float16_model_is_half_the_size_and_close_to_keras(trained: Trained) -> None:
