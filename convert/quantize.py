@@ -253,21 +253,21 @@ def to_tflite(
 
     # The output bias is folded into the kernel as one more row, read by a constant
     # activation: in int8 the logits are then rounded once, by the product, rather than
-    # once by it and again by an ADD of the bias (an ADD costs ~3 of every 1,000 HWU64
-    # test sentences). The constant is the largest activation the calibration sentences
-    # reach, so that it does not widen the range the activations share.
-    words = None
+    # before the bias and again by an ADD of it (the two cost HWU64's student ~4 of every
+    # 1,000 test sentences). The constant is the largest activation the calibration
+    # sentences reach, so that it does not widen the range the activations share.
+    branch = None
     if table is not None and featurizer is not None:
-        words = (table, word_bias, featurizer.config.positions, featurizer.config.window)
+        branch = (table, word_bias, featurizer.config.positions, featurizer.config.window)
     calibration = np.array(
-        [activations(f, padded_kernel, bias, words) for f in representative]
+        [activations(f, padded_kernel, bias, branch) for f in representative]
     ).reshape(len(representative), -1)
     peak = float(calibration.max(initial=0.0)) or 1.0
     biased_kernel = np.vstack([out_kernel, out_bias[None, :] / peak]).astype(np.float32)
 
-    def output_layer(*activations: tf.Tensor) -> tf.Tensor:
+    def output_layer(*inputs: tf.Tensor) -> tf.Tensor:
         constant = tf.constant([[peak]], tf.float32)
-        joined = tf.concat([*activations, constant], axis=1)
+        joined = tf.concat([*inputs, constant], axis=1)
         logits = tf.matmul(joined, tf.constant(biased_kernel))
         return tf.nn.softmax(logits, name="probabilities")
 
