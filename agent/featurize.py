@@ -352,3 +352,11 @@ class Featurizer:
         for row, text in enumerate(texts):
             self.into(text, matrix[row])
         return matrix
+
+    def word_id_matrix(self, texts: list[str]) -> np.ndarray:
+        """Every text's :meth:`word_ids` (``[len(texts), positions]`` int32): the word
+        branch's input beside :meth:`transform`'s, for training and evaluation."""
+        matrix = np.zeros((len(texts), self.config.positions), np.int32)
+        for row, text in enumerate(texts):
+            matrix[row] = self.word_ids(tokenize(text))
+        return matrix

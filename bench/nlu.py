@@ -594,7 +594,7 @@ def bench_dataset(
     featurizer = Featurizer(student_featurizer)
     features = sparse_features(featurizer, transfer)
     if vectors is not None:
-        features = (features, np.stack([featurizer.word_ids(tokenize(t)) for t in transfer]))
+        features = (features, featurizer.word_id_matrix(transfer))
     student = build_mlp(
         args.dim,
         n_classes,

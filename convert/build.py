@@ -430,8 +430,7 @@ def _train(
     # The word branch takes each sentence's word ids beside its n-gram vector.
     x_transfer: Any = dense
     if branch is not None:
-        ids = np.stack([featurizer.word_ids(tokenize(t)) for t in transfer_texts])
-        x_transfer = (dense, ids)
+        x_transfer = (dense, featurizer.word_id_matrix(transfer_texts))
 
     # 2. Student, distilled from the teacher (or trained on labels alone).
     student = build_mlp(

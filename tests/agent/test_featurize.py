@@ -223,6 +223,10 @@ def test_word_ids_number_the_lexicon_after_padding_and_unknown() -> None:
     assert featurizer.word_ids(["on"]).tolist() == [3, 0, 0, 0]
     # Only the first ``positions`` words are read.
     assert featurizer.word_ids(["on"] * 6).tolist() == [3, 3, 3, 3]
+    # Many texts at once, normalized as the runtime does, one row each.
+    matrix = featurizer.word_id_matrix(["Turn ON a light", "on", ""])
+    assert matrix.dtype == np.int32
+    assert matrix.tolist() == [[4, 3, 1, 2], [3, 0, 0, 0], [0, 0, 0, 0]]
 
 
 def test_windows_are_each_positions_words_in_their_offsets_block() -> None:
