@@ -12,8 +12,8 @@ in the filter, so the swap is done here on the flatbuffer.
 The swapped form has one output channel and no per-class bias: the export folds the bias
 into the kernel (:func:`convert.quantize.to_tflite`), so the product is followed only by a
 RESHAPE to ``[1, C]``, and asks the converter for one scale for the kernel, which is now an
-activation-like input (a per-channel kernel would be requantized here, a second rounding).
-A FULLY_CONNECTED with a bias or a fused activation is left as it is.
+activation-like input. A FULLY_CONNECTED with a bias, a fused activation or a per-channel
+kernel is left as it is.
 """
 
 from __future__ import annotations
@@ -61,22 +61,19 @@ def _swapped(
     if (
         (len(op.inputs) > 2 and op.inputs[2] >= 0)
         or kernel.type != schema.TensorType.INT8
+        or len(kernel.quantization.scale) != 1
         or _data(model, kernel) is None
         or list(activations.shape) != [1, kernel.shape[1]]
         or kernel.shape[0] < 2
         or list(output.shape) != [1, kernel.shape[0]]
     ):
         return []
-    classes, hidden = (int(n) for n in kernel.shape)
+    classes = int(kernel.shape[0])
     options = op.builtinOptions
     if options is not None and options.fusedActivationFunction:
         return []
-    # The kernel becomes an input, which has one scale (the export asks the converter for
-    # one; a per-channel kernel is requantized here, at a second rounding).
-    scales = np.asarray(kernel.quantization.scale, np.float32)
-    if scales.size > 1:
-        weights = _data(model, kernel).view(np.int8).reshape(classes, hidden) * scales[:, None]
-        _set(model, kernel, *_symmetric_int8(weights))
+    # The kernel becomes an input, which has one scale: the export asks the converter for
+    # per-tensor weights (a per-channel kernel is left alone above).
     kernel.quantization.quantizedDimension = 0
 
     if logits is not None:
@@ -87,7 +84,7 @@ def _swapped(
     scale, zero = float(output.quantization.scale[0]), int(output.quantization.zeroPoint[0])
     column = _tensor(model, graph, "logits_column", [classes, 1], scale, zero)
     shape = _tensor(model, graph, "logits_shape", [2], None, None)
-    _set(model, graph.tensors[shape], np.array([1, classes], np.int32), None)
+    _set(model, graph.tensors[shape], np.array([1, classes], np.int32))
 
     swapped = schema.OperatorT()
     swapped.opcodeIndex = op.opcodeIndex
@@ -127,25 +124,14 @@ def _opcode_index(model: schema.ModelT, builtin: int) -> int:
     return len(model.operatorCodes) - 1
 
 
-def _symmetric_int8(values: np.ndarray) -> tuple[np.ndarray, float]:
-    """``values`` as int8 with zero point 0 and one scale for the whole tensor."""
-    scale = float(np.abs(values).max()) / 127 or 1.0
-    return np.clip(np.round(values / scale), -127, 127).astype(np.int8), scale
-
-
 def _data(model: schema.ModelT, tensor: schema.TensorT) -> np.ndarray | None:
     data = model.buffers[tensor.buffer].data
     return None if data is None else np.asarray(data, np.uint8)
 
 
-def _set(
-    model: schema.ModelT, tensor: schema.TensorT, values: np.ndarray, scale: float | None
-) -> None:
-    """Store ``values`` in ``tensor``'s buffer, quantized per tensor at ``scale``."""
+def _set(model: schema.ModelT, tensor: schema.TensorT, values: np.ndarray) -> None:
+    """Store ``values`` in ``tensor``'s buffer."""
     model.buffers[tensor.buffer].data = np.frombuffer(values.tobytes(), np.uint8)
-    if scale is not None:
-        tensor.quantization.scale = np.array([scale], np.float32)
-        tensor.quantization.zeroPoint = np.array([0], np.int64)
 
 
 def _tensor(
