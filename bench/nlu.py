@@ -335,9 +335,14 @@ def teacher_encoder(args: argparse.Namespace, dataset: str) -> Path | None:
     return Path(folder) if folder else None
 
 
+FINETUNE_LR = 1e-4
+"""MiniLM's fine-tuning rate: ``--finetune-lr`` where it names none, and left out of the
+teacher cache's key so that the keys of the teachers trained before the option still hold."""
+
+
 def finetune_rate(args: argparse.Namespace, dataset: str) -> float:
-    """``--finetune-lr`` for ``dataset`` (1e-4, MiniLM's, where it says nothing)."""
-    return float(per_dataset(args.finetune_lr, dataset) or 1e-4)
+    """``--finetune-lr`` for ``dataset`` (:data:`FINETUNE_LR` where it says nothing)."""
+    return float(per_dataset(args.finetune_lr, dataset) or FINETUNE_LR)
 
 
 def check_per_dataset(args: argparse.Namespace, names: list[str]) -> str | None:
@@ -365,7 +370,7 @@ def teacher_key(data: Dataset, args: argparse.Namespace) -> str:
     encoder = teacher_encoder(args, data.name)
     name = encoder.name if encoder else args.teacher
     lr = finetune_rate(args, data.name)
-    rate = f"-lr{lr:g}" if finetune and lr != 1e-4 else ""
+    rate = f"-lr{lr:g}" if finetune and lr != FINETUNE_LR else ""
     return f"{data.name.lower()}-{name}-ft{finetune}{rate}-e{epochs}-s{args.seed}-{digest}"
 
 
@@ -443,7 +448,7 @@ def make_teacher(
     epochs: int = 15,
     threads: int | None = None,
     encoder: Path | None = None,
-    finetune_lr: float = 1e-4,
+    finetune_lr: float = FINETUNE_LR,
 ) -> Any:
     """The ``--teacher`` model; ``cache`` holds the frozen encoder's embeddings."""
     from convert.teacher import MiniLMTeacher, MlpTeacher

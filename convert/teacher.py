@@ -281,8 +281,8 @@ class MiniLMTeacher(_HeadTeacher):
     def _cache_paths(self) -> tuple[Path, Path] | None:
         if self.cache_dir is None:
             return None
-        stem = self.cache_dir / self.name
-        return stem.with_name(f"{self.name}-texts.json"), stem.with_name(f"{self.name}-vectors.npy")
+        texts, vectors = f"{self.name}-texts.json", f"{self.name}-vectors.npy"
+        return self.cache_dir / texts, self.cache_dir / vectors
 
     def _load_cache(self) -> None:
         paths = self._cache_paths()
