@@ -23,6 +23,8 @@ class Dataset:
     has_oos: bool = False
     val: list[tuple[str, str]] = field(default_factory=list)
     """Held-out split for choosing thresholds and epochs; never trained on."""
+    train_tags: list[tuple[str, ...]] = field(default_factory=list)
+    """BIO slot tags of each train sentence's words, where the set has them (SNIPS)."""
 
 
 def default_root() -> Path:
@@ -36,12 +38,17 @@ def _snips_split(folder: Path) -> list[tuple[str, str]]:
     return [(t.strip(), lab.strip()) for t, lab in zip(texts, labels, strict=True)]
 
 
+def _snips_tags(folder: Path) -> list[tuple[str, ...]]:
+    return [tuple(line.split()) for line in (folder / "seq.out").read_text("utf-8").splitlines()]
+
+
 def snips(root: Path) -> Dataset:
     return Dataset(
         "SNIPS",
         _snips_split(root / "snips/train"),
         _snips_split(root / "snips/test"),
         val=_snips_split(root / "snips/valid"),
+        train_tags=_snips_tags(root / "snips/train"),
     )
 
 

@@ -21,6 +21,7 @@ the model's own and ``tflite_runtime`` never shares a process with TensorFlow.
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
 import hashlib
 import json
@@ -283,6 +284,55 @@ def recombine(texts: list[str], labels: np.ndarray, copies: int, seed: int) -> l
             cut_a, cut_b = rng.randrange(1, len(head)), rng.randrange(1, len(tail))
             out.append(" ".join(head[:cut_a] + tail[cut_b:]))
     return out
+
+
+def slot_swaps(
+    texts: list[str], tags: list[tuple[str, ...]], labels: np.ndarray, copies: int, seed: int
+) -> tuple[list[str], np.ndarray]:
+    """Copies of each tagged train sentence with each slot value (a BIO span), with
+    probability 1/2 and at least one, replaced by another train value of the same slot in
+    the same intent: the carrier phrases with titles and names they were never seen with,
+    as the spec's templates x slot lists make them for a real model. Returns the copies
+    and their intents (the source sentence's: a slot's value does not change the intent)."""
+    if not copies:
+        return [], np.zeros(0, np.int64)
+    rng = random.Random(f"{seed}:slots")
+    parsed: list[tuple[list[str], list[tuple[int, int, str]]]] = []
+    seen: dict[tuple[int, str], set[tuple[str, ...]]] = {}
+    for text, sentence_tags, label in zip(texts, tags, labels.tolist(), strict=True):
+        words, spans = text.split(), []
+        for i, tag in enumerate(sentence_tags):
+            if tag.startswith("B-") or (tag.startswith("I-") and (not spans or spans[-1][1] != i)):
+                spans.append((i, i + 1, tag[2:]))
+            elif tag.startswith("I-"):
+                spans[-1] = (spans[-1][0], i + 1, spans[-1][2])
+        parsed.append((words, spans))
+        for start, end, slot in spans:
+            seen.setdefault((int(label), slot), set()).add(tuple(words[start:end]))
+    values = {key: sorted(found) for key, found in seen.items()}
+    out: list[str] = []
+    intents: list[int] = []
+    for _ in range(copies):
+        for (words, spans), label in zip(parsed, labels.tolist(), strict=True):
+            if not spans:
+                continue
+            chosen = {i for i in range(len(spans)) if rng.random() < 0.5}
+            chosen = chosen or {rng.randrange(len(spans))}
+            new, at = [], 0
+            for i, (start, end, slot) in enumerate(spans):
+                new += words[at:start]
+                value = tuple(words[start:end])
+                others = values[(int(label), slot)] if i in chosen else []
+                if len(others) > 1:
+                    at_value = bisect.bisect_left(others, value)  # others is sorted
+                    value = others[(at_value + rng.randrange(1, len(others))) % len(others)]
+                new += value
+                at = end
+            new += words[at:]
+            if new != words:
+                out.append(" ".join(new))
+                intents.append(int(label))
+    return out, np.array(intents, np.int64)
 
 
 class LogitStore:
@@ -612,6 +662,13 @@ def bench_dataset(
     transfer = train_texts + word_dropout(train_texts, args.dropout_copies, args.seed)
     transfer += word_swaps(train_texts, args.swap_copies, args.seed)
     transfer += recombine(train_texts, y_train, args.recombine_copies, args.seed)
+    # Labelled copies: the student learns their intents as it does the train split's.
+    swapped, y_swapped = slot_swaps(
+        train_texts, data.train_tags, y_train, args.slot_copies if data.train_tags else 0, args.seed
+    )
+    y_transfer = np.concatenate([y_train, -np.ones(len(transfer) - len(train_texts), np.int64)])
+    y_transfer = np.concatenate([y_transfer, y_swapped])
+    transfer += swapped
     for other in others:
         transfer += [t for t, _ in other.train]
     student_featurizer = FeaturizerConfig(dim=args.dim, char_max=args.char_max)
@@ -628,7 +685,8 @@ def bench_dataset(
         copies = neighbour_copies(train_texts, args.neighbour_copies, args.seed, lexicon, vectors)
         log(f"[{data.name}] {len(copies)} neighbour-word copies")
         transfer += copies
-    y_transfer = np.concatenate([y_train, -np.ones(len(transfer) - len(train_texts), np.int64)])
+    unlabelled = len(transfer) - len(y_transfer)
+    y_transfer = np.concatenate([y_transfer, -np.ones(unlabelled, np.int64)])
     teacher_path, teacher_logits, size = cached_teacher(data, args, transfer, n_classes, work, log)
     scores, stats = _run_child("teacher", teacher_path, eval_texts, timed, work, args.latency_n)
     finish("teacher", _softmax(scores), stats, size)
@@ -866,6 +924,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="same-intent splices (start of one train sentence + end of another) per sentence",
+    )
+    parser.add_argument(
+        "--slot-copies",
+        type=int,
+        default=0,
+        help="copies of each train sentence with slot values swapped for other train values"
+        " of the same slot and intent, where the data set tags slots (SNIPS)",
     )
     parser.add_argument(
         "--other-sets",

