@@ -318,14 +318,15 @@ def slot_swaps(
                 continue
             chosen = {i for i in range(len(spans)) if rng.random() < 0.5}
             chosen = chosen or {rng.randrange(len(spans))}
-            new, at = [], 0
+            new: list[str] = []
+            at = 0
             for i, (start, end, slot) in enumerate(spans):
                 new += words[at:start]
                 value = tuple(words[start:end])
                 others = values[(int(label), slot)] if i in chosen else []
                 if len(others) > 1:
-                    at_value = bisect.bisect_left(others, value)  # others is sorted
-                    value = others[(at_value + rng.randrange(1, len(others))) % len(others)]
+                    own = bisect.bisect_left(others, value)  # others is sorted
+                    value = others[(own + rng.randrange(1, len(others))) % len(others)]
                 new += value
                 at = end
             new += words[at:]
