@@ -293,8 +293,9 @@ def slot_swaps(
     probability 1/2 and at least one, replaced by another train value of the same slot in
     the same intent: the carrier phrases with titles and names they were never seen with,
     as the spec's templates x slot lists make them for a real model. Returns the copies
-    and their intents (the source sentence's: a slot's value does not change the intent)."""
-    if not copies:
+    and their intents (the source sentence's: a slot's value does not change the intent);
+    none for a data set without tags."""
+    if not copies or not tags:
         return [], np.zeros(0, np.int64)
     rng = random.Random(f"{seed}:slots")
     parsed: list[tuple[list[str], list[tuple[int, int, str]]]] = []
@@ -665,10 +666,9 @@ def bench_dataset(
     transfer += recombine(train_texts, y_train, args.recombine_copies, args.seed)
     # Labelled copies: the student learns their intents as it does the train split's.
     swapped, y_swapped = slot_swaps(
-        train_texts, data.train_tags, y_train, args.slot_copies if data.train_tags else 0, args.seed
+        train_texts, data.train_tags, y_train, args.slot_copies, args.seed
     )
-    y_transfer = np.concatenate([y_train, -np.ones(len(transfer) - len(train_texts), np.int64)])
-    y_transfer = np.concatenate([y_transfer, y_swapped])
+    at_swapped = len(transfer)
     transfer += swapped
     for other in others:
         transfer += [t for t, _ in other.train]
@@ -686,8 +686,16 @@ def bench_dataset(
         copies = neighbour_copies(train_texts, args.neighbour_copies, args.seed, lexicon, vectors)
         log(f"[{data.name}] {len(copies)} neighbour-word copies")
         transfer += copies
-    unlabelled = len(transfer) - len(y_transfer)
-    y_transfer = np.concatenate([y_transfer, -np.ones(unlabelled, np.int64)])
+    # Labels: the train split's and the slot swaps'; -1 (the teacher's alone) elsewhere.
+    after_swapped = len(transfer) - at_swapped - len(swapped)
+    y_transfer = np.concatenate(
+        [
+            y_train,
+            -np.ones(at_swapped - len(train_texts), np.int64),
+            y_swapped,
+            -np.ones(after_swapped, np.int64),
+        ]
+    )
     teacher_path, teacher_logits, size = cached_teacher(data, args, transfer, n_classes, work, log)
     scores, stats = _run_child("teacher", teacher_path, eval_texts, timed, work, args.latency_n)
     finish("teacher", _softmax(scores), stats, size)

@@ -93,3 +93,4 @@ def test_slot_swaps_trade_values_of_one_slot_within_one_intent() -> None:
     assert intents.tolist() == [0] * 40
     assert slot_swaps(texts, tags, labels, 20, 0)[0] == copies
     assert slot_swaps(texts, [], labels, 0, 0)[0] == []  # a set without tags asks for none
+    assert slot_swaps(texts, [], labels, 20, 0)[0] == []  # and gets none when it asks
