@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from agent.featurize import FeaturizerConfig
 from bench.nlu import (
     OOS_COSTS,
     Result,
     Row,
     accuracy,
+    build_parser,
     choose_threshold,
     cold_lines,
     neighbour_copies,
+    new_student,
     slot_swaps,
     tradeoff_lines,
 )
@@ -94,3 +97,20 @@ def test_slot_swaps_trade_values_of_one_slot_within_one_intent() -> None:
     assert slot_swaps(texts, tags, labels, 20, 0)[0] == copies
     assert slot_swaps(texts, [], labels, 0, 0)[0] == []  # a set without tags asks for none
     assert slot_swaps(texts, [], labels, 20, 0)[0] == []  # and gets none when it asks
+
+
+def test_one_seed_builds_one_student() -> None:
+    """The student's initial weights come from --seed, not from what Keras drew before."""
+    vectors = np.random.default_rng(0).normal(size=(10, 8)).astype(np.float32)
+    featurizer = FeaturizerConfig(dim=64, lexicon=tuple(f"w{i}" for i in range(8)))
+
+    def weights(seed: str) -> list[np.ndarray]:
+        args = build_parser().parse_args(
+            ["--seed", seed, "--dim", "64", "--hidden", "16", "--word-filters", "8"]
+        )
+        return new_student(args, 3, vectors, featurizer).get_weights()
+
+    first, again, other = weights("4"), weights("4"), weights("5")
+    assert len(first) == len(again) > 4
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[-2], other[-2])  # the logits kernel
