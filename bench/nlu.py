@@ -609,13 +609,19 @@ def word_vectors(
     return vectors.words, vectors.table()
 
 
+def student_seed(args: argparse.Namespace) -> int:
+    """The seed of the student's weights, dropout and batches: ``--student-seed``, else
+    ``--seed`` (which also draws the transfer set's copies and keys the teacher)."""
+    return args.seed if args.student_seed is None else args.student_seed
+
+
 def new_student(
     args: argparse.Namespace,
     n_classes: int,
     vectors: np.ndarray | None,
     featurizer: FeaturizerConfig,
 ) -> Any:
-    """The untrained student, its initial weights and dropout seeds drawn from ``--seed``:
+    """The untrained student, its initial weights and dropout seeds drawn from its seed:
     fit() seeds only its own shuffling, and a student built before it would start from
     whatever Keras's random state held (session 15's four runs of one command: 98.57,
     then 98.29 three times, each from other weights)."""
@@ -623,7 +629,7 @@ def new_student(
 
     from convert.model import MlpConfig, build_mlp
 
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(student_seed(args))
     return build_mlp(
         args.dim,
         n_classes,
@@ -756,7 +762,14 @@ def bench_dataset(
         schedule=args.schedule,
         average=min(args.average_epochs, 2 if args.quick else args.epochs),
     )
-    fit(student, features, y_transfer, config, seed=args.seed, teacher_logits=teacher_logits)
+    fit(
+        student,
+        features,
+        y_transfer,
+        config,
+        seed=student_seed(args),
+        teacher_logits=teacher_logits,
+    )
     del features
     # The runtime's featurizer: the most frequent train words get rows of their own.
     words = frequent_words(train_texts, args.word_rows)
@@ -914,6 +927,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="trained teachers and their transfer-set logits (default WORK/teachers)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--student-seed",
+        type=int,
+        default=None,
+        help="the student's own seed (weights, dropout, batch order), to measure how much"
+        " its draw moves the result with the teacher and transfer set fixed (default: --seed)",
+    )
     parser.add_argument("--epochs", type=int, default=10, help="student epochs")
     parser.add_argument("--hidden", type=int, default=256, help="student hidden width")
     parser.add_argument("--dim", type=int, default=STUDENT_FEATURIZER.dim, help="hash buckets")

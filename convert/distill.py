@@ -149,6 +149,10 @@ def fit(
         return loss
 
     keras.utils.set_random_seed(seed)
+    # Threads may otherwise add up a batch's gradients in any order: at the bench's size
+    # two runs of one seed and one start differ by up to a logit (bench/README, session 16).
+    # TensorFlow offers it only for the whole process, and all training here wants it.
+    tf.config.experimental.enable_op_determinism()
     averaged: list[np.ndarray] = []
     for epoch in range(config.epochs):
         total, batches = 0.0, 0

@@ -100,17 +100,20 @@ def test_slot_swaps_trade_values_of_one_slot_within_one_intent() -> None:
 
 
 def test_one_seed_builds_one_student() -> None:
-    """The student's initial weights come from --seed, not from what Keras drew before."""
+    """The student's initial weights come from its seed, not from what Keras drew before;
+    --student-seed draws them apart from --seed (which also draws the transfer set)."""
     vectors = np.random.default_rng(0).normal(size=(10, 8)).astype(np.float32)
     featurizer = FeaturizerConfig(dim=64, lexicon=tuple(f"w{i}" for i in range(8)))
 
-    def weights(seed: str) -> list[np.ndarray]:
+    def weights(*seeds: str) -> list[np.ndarray]:
         args = build_parser().parse_args(
-            ["--seed", seed, "--dim", "64", "--hidden", "16", "--word-filters", "8"]
+            [*seeds, "--dim", "64", "--hidden", "16", "--word-filters", "8"]
         )
         return new_student(args, 3, vectors, featurizer).get_weights()
 
-    first, again, other = weights("4"), weights("4"), weights("5")
+    first, again = weights("--seed", "4"), weights("--seed", "4")
+    other, chosen = weights("--seed", "5"), weights("--seed", "5", "--student-seed", "4")
     assert len(first) == len(again) > 4
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(first, chosen, strict=True))
     assert not np.array_equal(first[-2], other[-2])  # the logits kernel
