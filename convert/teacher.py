@@ -272,7 +272,8 @@ class MiniLMTeacher(_HeadTeacher):
         """
         if self._encoder is not None:
             return int(self._encoder.config.hidden_size)
-        return int(json.loads((self._path() / "config.json").read_text())["hidden_size"])
+        config = (self._path() / "config.json").read_text(encoding="utf-8")
+        return int(json.loads(config)["hidden_size"])
 
     def _encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
         """Mean-pooled, L2-normalized embeddings, as sentence-transformers computes them."""
