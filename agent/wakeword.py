@@ -9,7 +9,10 @@ taken, because the probability stays above the cutoff for half a second after th
 
 TensorFlow Lite's C library crashes the process on a file that is not a model instead of
 returning an error, so a model is opened once here first, with the library's complaints
-captured, and refused in one line before pymicro-wakeword sees it.
+captured, and refused in one line before pymicro-wakeword sees it. pymicro-wakeword loads
+that library with RTLD_GLOBAL, which lets its symbols replace tflite-runtime's own in the
+same process: the intent model's interpreter then crashed ("stack smashing detected") on
+its next allocation. The library is loaded RTLD_LOCAL instead (:func:`_pymicro`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 from typing import Any, Final
 
 from agent.audio import AudioChunk
@@ -79,14 +83,22 @@ class WakeWordModel:
     version: str = ""
 
 
-def _models_dir() -> Path:
+def _pymicro() -> ModuleType:
+    """pymicro-wakeword, with its TensorFlow Lite library loaded RTLD_LOCAL (see above)."""
     try:
         import pymicro_wakeword
+        import pymicro_wakeword.wakeword as loader
     except (ImportError, OSError) as err:
         raise WakeWordError(
             f"pymicro-wakeword is unavailable: {err} (pip install pymicro-wakeword)"
         ) from None
-    return Path(pymicro_wakeword.__file__).parent / "models"
+    # The loader reads os.RTLD_GLOBAL and nothing else from os.
+    loader.os = SimpleNamespace(RTLD_GLOBAL=os.RTLD_LOCAL)  # type: ignore[attr-defined]
+    return pymicro_wakeword
+
+
+def _models_dir() -> Path:
+    return Path(_pymicro().__file__ or "").parent / "models"
 
 
 def _library() -> Path:
@@ -184,9 +196,7 @@ def _check_tflite(spec: WakeWordModel) -> None:
         path.open("rb").close()
     except OSError as err:
         raise WakeWordError(f"{path}: cannot read: {err.strerror or err}") from None
-    from pymicro_wakeword.wakeword import TfLiteWakeWord
-
-    lib: Any = TfLiteWakeWord(_library()).lib
+    lib: Any = _pymicro().wakeword.TfLiteWakeWord(_library()).lib
     with _captured_stderr() as said:
         model = lib.TfLiteModelCreateFromFile(str(path.resolve()).encode("utf-8"))
     if not model:
@@ -230,15 +240,14 @@ class WakeWordDetector:
         ``cutoff`` replaces every model's own probability cutoff."""
         if not models:
             raise WakeWordError("no wake word model given")
-        from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures
-
+        pymicro = _pymicro()
         self.models = tuple(load_model(model, base_dir) for model in dict.fromkeys(models))
         self.refractory = refractory
         library = _library()
         self._engines = []
         for spec in self.models:
             try:
-                engine = MicroWakeWord(
+                engine = pymicro.MicroWakeWord(
                     spec.id,
                     wake_word=spec.wake_word,
                     tflite_model=spec.tflite,
@@ -250,7 +259,7 @@ class WakeWordDetector:
             except (ValueError, RuntimeError, OSError) as err:
                 raise WakeWordError(f"{spec.tflite}: cannot load: {err}") from None
             self._engines.append(engine)
-        self._features = MicroWakeWordFeatures()
+        self._features = pymicro.MicroWakeWordFeatures()
         self._resampler = Resampler()
         self._pending = b""
         self._samples = 0
