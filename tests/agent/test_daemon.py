@@ -68,6 +68,7 @@ def run_cli(broker: Mosquitto, outbox: Path, *args: str) -> int:
             "--vosk-model", str(packaged_model_dir()),
             "--host", HOST,
             "--port", str(broker.port),
+            "--set", "wake.engine=none",
             *args,
         ]
     )  # fmt: skip
@@ -238,6 +239,7 @@ def test_sigterm_stops_the_service_cleanly(
         "--source", "stdin", "--rate", "16000",
         "--host", HOST, "--port", str(broker.port), "--site-id", "sigterm",
         "--outbox", str(tmp_path / "outbox.sqlite"),
+        "--set", "wake.engine=none",
     ]  # fmt: skip
     with Subscriber(broker.port, ("hermes/intent/#", "voice-agent/sigterm/availability")) as sub:
         process = subprocess.Popen(

@@ -294,6 +294,8 @@ grammar = {"true" if model == KO_MODEL else "false"}
 [audio]
 source = "stdin"
 rate = {RATE}
+[wake]
+engine = "none"
 [mqtt]
 host = "{HOST}"
 port = {broker.port}

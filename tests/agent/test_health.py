@@ -260,6 +260,8 @@ model = "{packaged_model_dir()}"
 [audio]
 source = "stdin"
 rate = {RATE}
+[wake]
+engine = "none"
 [mqtt]
 host = "{HOST}"
 port = {broker.port}

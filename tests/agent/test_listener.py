@@ -142,9 +142,7 @@ def test_without_the_wake_word_nothing_is_decoded(
     folder = tmp_path / "wav"
     folder.mkdir()
     spoken(speech_dir, "cmd", LIGHT_ON).rename(folder / "00.wav")
-    spoken(speech_dir, "chatter", *(p for s in CHATTER for p in (s, 0.4))).rename(
-        folder / "01.wav"
-    )
+    spoken(speech_dir, "chatter", *(p for s in CHATTER for p in (s, 0.4))).rename(folder / "01.wav")
     agent = daemon(recognizer, classifier, link)
     assert list(agent.listen(wav_folder_source(folder))) == []
     assert agent.counters.wakes == 0
