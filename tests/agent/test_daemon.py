@@ -24,7 +24,7 @@ from agent.audio import wav_folder_source
 from agent.classifier import IntentClassifier
 from agent.cli import main
 from agent.daemon import Daemon
-from agent.mqtt import MqttLink, MqttSettings
+from agent.mqtt import MqttLink
 from agent.recognizer import Recognizer, RecognizerSettings, load_grammar, packaged_model_dir
 from agent.wake import WakeGate
 from tests.agent.broker import HOST, Mosquitto, Subscriber
@@ -161,20 +161,6 @@ def test_once_handles_one_utterance_and_reports_it_in_the_exit_status(
 @pytest.fixture(scope="module")
 def ko_recognizer() -> Iterator[Recognizer]:
     yield Recognizer(RecognizerSettings(packaged_model_dir(), load_grammar(KO_MODEL)))
-
-
-@pytest.fixture(scope="module")
-def ko_classifier() -> IntentClassifier:
-    return IntentClassifier.load(KO_MODEL)
-
-
-@pytest.fixture()
-def link(broker: Mosquitto) -> Iterator[MqttLink]:
-    link = MqttLink(MqttSettings(HOST, broker.port, client_id="test-daemon"))
-    link.start()
-    assert link.wait_connected(10)
-    yield link
-    link.stop()
 
 
 WAKE = "비서"  # in the Korean model's vocabulary, and espeak's rendering decodes exactly

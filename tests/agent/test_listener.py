@@ -11,18 +11,21 @@ import pytest
 from speech import require_tools
 from wake_speech import WAKE_WORD, spoken
 
+from agent.actions import Message
 from agent.audio import wav_folder_source, wav_source
 from agent.classifier import IntentClassifier
 from agent.cli import main
 from agent.daemon import Daemon
 from agent.listener import Listener, ListenerSettings
-from agent.mqtt import MqttLink, MqttSettings
+from agent.mqtt import MqttLink
 from agent.recognizer import Recognizer, RecognizerSettings, load_grammar, packaged_model_dir
 from agent.wakeword import WakeWordDetector
 from tests.agent.broker import HOST, Mosquitto, Subscriber
+from tests.agent.test_daemon import collect
 
 ROOT = Path(__file__).resolve().parents[2]
 KO_MODEL = ROOT / "models" / "smart-home-ko"
+SITE = "listener"
 
 LIGHT_ON = "부엌 조명 좀 켜줘"
 LIGHT_OFF = "거실 조명 꺼 줘"
@@ -47,33 +50,17 @@ def recognizer() -> Recognizer:
     return Recognizer(RecognizerSettings(packaged_model_dir(), grammar, sentence_pause=0.2))
 
 
-@pytest.fixture(scope="module")
-def classifier() -> IntentClassifier:
-    return IntentClassifier.load(KO_MODEL)
-
-
 @pytest.fixture()
-def link(broker: Mosquitto) -> Iterator[MqttLink]:
-    link = MqttLink(MqttSettings(HOST, broker.port, client_id="test-listener"))
-    link.start()
-    assert link.wait_connected(10)
-    yield link
-    link.stop()
+def site(link: MqttLink) -> Iterator[str]:
+    """The site id of a run through the CLI; its retained availability is removed after, so
+    that it is not a stray message in another test's subscription."""
+    yield SITE
+    assert link.publish(Message(f"voice-agent/{SITE}/availability", b"", 1, True), 5.0)
 
 
-def daemon(recognizer: Recognizer, classifier: IntentClassifier, link: MqttLink) -> Daemon:
+def daemon(recognizer: Recognizer, ko_classifier: IntentClassifier, link: MqttLink) -> Daemon:
     listener = Listener(WakeWordDetector(("okay_nabu",)), ListenerSettings())
-    return Daemon(recognizer, classifier, link, listener=listener, site_id="kitchen")
-
-
-def collect(subscriber: Subscriber, settle: float = 0.5) -> list[tuple[str, dict[str, object]]]:
-    messages = []
-    while True:
-        try:
-            message = subscriber.get(settle)
-        except AssertionError:
-            return messages
-        messages.append((message.topic, json.loads(message.payload) if message.payload else {}))
+    return Daemon(recognizer, ko_classifier, link, listener=listener, site_id="listener")
 
 
 def run_cli(broker: Mosquitto, tmp_path: Path, wav: Path, *args: str) -> int:
@@ -85,7 +72,7 @@ def run_cli(broker: Mosquitto, tmp_path: Path, wav: Path, *args: str) -> int:
             "--vosk-model", str(packaged_model_dir()),
             "--host", HOST,
             "--port", str(broker.port),
-            "--site-id", "kitchen",
+            "--site-id", SITE,
             "--wav", str(wav),
             "--set", "status.interval=0",
             *args,
@@ -94,7 +81,7 @@ def run_cli(broker: Mosquitto, tmp_path: Path, wav: Path, *args: str) -> int:
 
 
 def test_only_commands_after_the_wake_word_act(
-    broker: Mosquitto, speech_dir: Path, tmp_path: Path
+    broker: Mosquitto, speech_dir: Path, tmp_path: Path, site: str
 ) -> None:
     """Through the CLI with the default configuration (engine "micro", okay_nabu)."""
     folder = tmp_path / "wav"
@@ -104,7 +91,7 @@ def test_only_commands_after_the_wake_word_act(
     spoken(speech_dir, "02", WAKE_WORD, 1.5, LIGHT_OFF).rename(folder / "02.wav")  # a pause
     with Subscriber(broker.port, ("hermes/#", "zigbee2mqtt/#")) as sub:
         assert run_cli(broker, tmp_path, folder) == 0
-        messages = collect(sub)
+        messages = [(topic, json.loads(payload)) for topic, payload in collect(sub)]
 
     assert [topic for topic, _ in messages] == [
         "hermes/hotword/okay_nabu/detected",
@@ -121,7 +108,7 @@ def test_only_commands_after_the_wake_word_act(
         "modelId", "modelVersion", "modelType", "currentSensitivity", "siteId", "sessionId",
         "sendAudioCaptured", "lang", "customEntities",
     ]  # fmt: skip
-    assert hotword["modelId"] == "okay_nabu" and hotword["siteId"] == "kitchen"
+    assert hotword["modelId"] == "okay_nabu" and hotword["siteId"] == site
     assert hotword["currentSensitivity"] == 0.85 and hotword["lang"] == "ko"
     assert captured["text"] == LIGHT_ON and intent["input"] == LIGHT_ON
     assert action == {"state": "ON"}
@@ -134,7 +121,7 @@ def test_only_commands_after_the_wake_word_act(
 
 def test_without_the_wake_word_nothing_is_decoded(
     recognizer: Recognizer,
-    classifier: IntentClassifier,
+    ko_classifier: IntentClassifier,
     link: MqttLink,
     speech_dir: Path,
     tmp_path: Path,
@@ -143,14 +130,14 @@ def test_without_the_wake_word_nothing_is_decoded(
     folder.mkdir()
     spoken(speech_dir, "cmd", LIGHT_ON).rename(folder / "00.wav")
     spoken(speech_dir, "chatter", *(p for s in CHATTER for p in (s, 0.4))).rename(folder / "01.wav")
-    agent = daemon(recognizer, classifier, link)
+    agent = daemon(recognizer, ko_classifier, link)
     assert list(agent.listen(wav_folder_source(folder))) == []
     assert agent.counters.wakes == 0
     assert agent.counters.recognized == agent.counters.not_recognized == 0
 
 
 def test_the_engine_none_acts_on_the_same_audio(
-    broker: Mosquitto, speech_dir: Path, tmp_path: Path
+    broker: Mosquitto, speech_dir: Path, tmp_path: Path, site: str
 ) -> None:
     """The other side of the test above: the command alone is a command without a gate."""
     wav = spoken(speech_dir, "cmd", LIGHT_ON)
@@ -162,13 +149,13 @@ def test_the_engine_none_acts_on_the_same_audio(
 @pytest.mark.parametrize("rate", [44100, 48000])
 def test_a_stereo_source_at_its_own_rate(
     recognizer: Recognizer,
-    classifier: IntentClassifier,
+    ko_classifier: IntentClassifier,
     link: MqttLink,
     speech_dir: Path,
     rate: int,
 ) -> None:
     wav = spoken(speech_dir, f"stereo-{rate}", WAKE_WORD, LIGHT_ON, rate=rate, channels=2)
-    agent = daemon(recognizer, classifier, link)
+    agent = daemon(recognizer, ko_classifier, link)
     outcomes = list(agent.listen(wav_source(wav)))
     assert [(o.decision.transcript.text, o.decision.intent) for o in outcomes] == [
         (LIGHT_ON, "LightOn")
@@ -179,13 +166,13 @@ def test_a_stereo_source_at_its_own_rate(
 
 def test_a_wake_word_without_a_command_ends_at_the_timeout(
     recognizer: Recognizer,
-    classifier: IntentClassifier,
+    ko_classifier: IntentClassifier,
     link: MqttLink,
     speech_dir: Path,
 ) -> None:
     wav = spoken(speech_dir, "alone", WAKE_WORD, 3.0, LIGHT_ON)
     listener = Listener(WakeWordDetector(("okay_nabu",)), ListenerSettings(command_timeout=2.0))
-    agent = Daemon(recognizer, classifier, link, listener=listener)
+    agent = Daemon(recognizer, ko_classifier, link, listener=listener)
     # The command came after the timeout: it was not listened to.
     assert list(agent.listen(wav_source(wav))) == []
     assert agent.counters.wakes == 1
