@@ -45,10 +45,11 @@ ONSET_FLOOR: Final = 60.0
 """The least RMS (of 32768) that can start speech, for a pre-roll of digital silence."""
 ONSET_MARGIN: Final = 0.15
 """Seconds fed before the onset: a word's soft start is quieter than the threshold."""
-VAD_SETTLE: Final = 0.5
-"""Seconds after the detection during which "speech" is the wake word's own echo in the
-voice activity detector (it fires 0.1-0.2 s after the word, and the detector holds on for
-about 0.6 s): only speech after that proves the command has begun."""
+VAD_SETTLE: Final = 0.8
+"""Seconds after the detection during which "speech" may be the wake word's own echo in the
+voice activity detector (the model fires 0.1-0.2 s after the word, and the detector holds
+on for 0.6-0.7 s after speech; at 0.5 a pause after the wake word ended the command before
+it was said): only speech after that proves the command has begun."""
 
 
 @dataclass(frozen=True)
