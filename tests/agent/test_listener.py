@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from speech import require_tools
+from speech import SpeechFactory, korean_speech_fixture, require_tools  # noqa: F401 - fixture
 from wake_speech import WAKE_WORD, spoken
 
 from agent.actions import Message
@@ -21,7 +21,13 @@ from agent.mqtt import MqttLink
 from agent.recognizer import Recognizer, RecognizerSettings, load_grammar, packaged_model_dir
 from agent.wakeword import WakeWordDetector
 from tests.agent.broker import HOST, Mosquitto, Subscriber
-from tests.agent.test_daemon import collect
+from tests.agent.test_daemon import (
+    WAKE,
+    WAKE_COMMAND,
+    collect,
+    wake_daemon,
+    wav_folder,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 KO_MODEL = ROOT / "models" / "smart-home-ko"
@@ -56,6 +62,22 @@ def site(link: MqttLink) -> Iterator[str]:
     that it is not a stray message in another test's subscription."""
     yield SITE
     assert link.publish(Message(f"voice-agent/{SITE}/availability", b"", 1, True), 5.0)
+
+
+class Cues:
+    """The feedback sounds the daemon asked for, in order."""
+
+    def __init__(self) -> None:
+        self.played: list[str] = []
+
+    def wake(self) -> None:
+        self.played.append("wake")
+
+    def accepted(self) -> None:
+        self.played.append("accepted")
+
+    def rejected(self) -> None:
+        self.played.append("rejected")
 
 
 def daemon(recognizer: Recognizer, ko_classifier: IntentClassifier, link: MqttLink) -> Daemon:
@@ -156,7 +178,9 @@ def test_a_stereo_source_at_its_own_rate(
 ) -> None:
     wav = spoken(speech_dir, f"stereo-{rate}", WAKE_WORD, LIGHT_ON, rate=rate, channels=2)
     agent = daemon(recognizer, ko_classifier, link)
+    agent.cues = cues = Cues()
     outcomes = list(agent.listen(wav_source(wav)))
+    assert cues.played == ["wake", "accepted"]
     assert [(o.decision.transcript.text, o.decision.intent) for o in outcomes] == [
         (LIGHT_ON, "LightOn")
     ]
@@ -213,3 +237,17 @@ def test_a_bad_wake_model_is_one_line_and_exit_2(
     assert err.count("\n") == 1 and err.startswith("voice-agent: error: ")
     assert cause in err and str(tmp_path) in err
     assert not (tmp_path / "outbox.sqlite").exists()  # refused before anything was touched
+
+
+def test_the_phrase_engine_counts_its_wake_phrases(
+    recognizer: Recognizer,
+    ko_classifier: IntentClassifier,
+    link: MqttLink,
+    korean_speech: SpeechFactory,
+    tmp_path: Path,
+) -> None:
+    agent = wake_daemon(recognizer, ko_classifier, link, window=5.0)
+    folder = wav_folder(korean_speech, tmp_path, f"{WAKE} {WAKE_COMMAND}", WAKE_COMMAND)
+    outcomes = list(agent.listen(wav_folder_source(folder)))
+    assert [o.wakeword_id for o in outcomes] == [None]  # a phrase has no model id
+    assert agent.counters.wakes == 1
