@@ -489,7 +489,7 @@ def _number(low: float, high: float | None = None) -> Callable[[object], float]:
 def _names_list(value: object) -> tuple[str, ...]:
     """A non-empty array of non-empty strings (a wake word's models)."""
     items = value if isinstance(value, list) else []
-    if not items or not all(isinstance(v, str) and v and "\x00" not in v for v in items):
+    if not items or not all(isinstance(v, str) and v and v.isprintable() for v in items):
         raise _Invalid(
             f'expected an array of model names or .json paths, e.g. ["okay_nabu"],'
             f" got {_show(value)}"

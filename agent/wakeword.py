@@ -93,7 +93,7 @@ def _pymicro() -> ModuleType:
             f"pymicro-wakeword is unavailable: {err} (pip install pymicro-wakeword)"
         ) from None
     # The loader reads os.RTLD_GLOBAL and nothing else from os.
-    loader.os = SimpleNamespace(RTLD_GLOBAL=os.RTLD_LOCAL)  # type: ignore[attr-defined]
+    loader.os = SimpleNamespace(RTLD_GLOBAL=os.RTLD_LOCAL)  # type: ignore[assignment]
     return pymicro_wakeword
 
 
