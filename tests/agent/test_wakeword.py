@@ -149,6 +149,12 @@ def test_an_intent_model_is_not_a_wake_word_model(tmp_path: Path) -> None:
         WakeWordDetector((str(path),))
 
 
+def test_a_missing_manifest_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(WakeWordError) as info:
+        WakeWordDetector(("wake/hey_pi.json",), base_dir=tmp_path)
+    assert str(info.value) == f"{tmp_path / 'wake/hey_pi.json'}: wake word manifest does not exist"
+
+
 def test_an_unknown_name_is_one_line() -> None:
     with pytest.raises(WakeWordError, match=r"^okay_nabu2: not a bundled wake word \(okay_nabu"):
         WakeWordDetector(("okay_nabu2",))
