@@ -125,7 +125,9 @@ refractory = 2.0
 # begun by then. The command's audio starts at the quietest 10 ms of it.
 preroll = 0.3
 # Seconds (0.1 to 5) of no speech, once speech was heard after the wake word, that end
-# the command (when the speech recognizer has not found its end first).
+# the command when the speech recognizer has not found its end first. The voice activity
+# detector itself reports "no speech" about 0.6 s after the last word, so 0.3 ends a
+# command about 0.9 s after it, and a pause between two words does not.
 end_silence = 0.3
 # Seconds (1 to 60) from the wake word after which the command ends anyway.
 command_timeout = 8.0
