@@ -266,7 +266,8 @@ class Daemon:
         # Queued (in the service: one insert into the outbox), never waited for: the
         # command is being spoken now.
         if not self.publisher.publish_all((message,), self.publish_timeout):
-            self.counters.not_sent += 1
+            with self._lock:
+                self.counters.not_sent += 1
         for observer in self.on_wake:
             observer(woken)
         return woken
