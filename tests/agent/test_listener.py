@@ -28,6 +28,7 @@ from tests.agent.test_daemon import (
     wake_daemon,
     wav_folder,
 )
+from tests.agent.test_feedback import Heard
 
 ROOT = Path(__file__).resolve().parents[2]
 KO_MODEL = ROOT / "models" / "smart-home-ko"
@@ -62,22 +63,6 @@ def site(link: MqttLink) -> Iterator[str]:
     that it is not a stray message in another test's subscription."""
     yield SITE
     assert link.publish(Message(f"voice-agent/{SITE}/availability", b"", 1, True), 5.0)
-
-
-class Cues:
-    """The feedback sounds the daemon asked for, in order."""
-
-    def __init__(self) -> None:
-        self.played: list[str] = []
-
-    def wake(self) -> None:
-        self.played.append("wake")
-
-    def accepted(self) -> None:
-        self.played.append("accepted")
-
-    def rejected(self) -> None:
-        self.played.append("rejected")
 
 
 def daemon(recognizer: Recognizer, ko_classifier: IntentClassifier, link: MqttLink) -> Daemon:
@@ -178,9 +163,9 @@ def test_a_stereo_source_at_its_own_rate(
 ) -> None:
     wav = spoken(speech_dir, f"stereo-{rate}", WAKE_WORD, LIGHT_ON, rate=rate, channels=2)
     agent = daemon(recognizer, ko_classifier, link)
-    agent.cues = cues = Cues()
+    agent.cues = heard = Heard()
     outcomes = list(agent.listen(wav_source(wav)))
-    assert cues.played == ["wake", "accepted"]
+    assert heard.cues == ["wake", "accepted"]
     assert [(o.decision.transcript.text, o.decision.intent) for o in outcomes] == [
         (LIGHT_ON, "LightOn")
     ]
