@@ -57,6 +57,9 @@ DEFAULTS_NAME: Final = "defaults"
 OVERRIDES_NAME: Final = "command line"
 """What errors name as the file for a value that came from the overrides."""
 AUDIO_SOURCES: Final = ("microphone", "wav", "stdin")
+WAKE_ENGINES: Final = ("micro", "phrase", "none")
+BUNDLED_WAKE_WORDS: Final = ("okay_nabu", "hey_jarvis", "hey_mycroft", "alexa")
+"""pymicro-wakeword's models (agent.wakeword.BUNDLED, not imported: that loads TFLite)."""
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 TLS_PORT: Final = 8883
 
@@ -103,9 +106,35 @@ frames_per_chunk = 0
 sentence_pause = 0.2
 
 [wake]
-# Words that must start a command, e.g. "hey pi"; "" listens to everything.
+# What must come before a command: "micro" (a wake word model, microWakeWord: only the
+# speech after it reaches the speech recognizer, and the Pi does almost nothing until it
+# is heard), "phrase" (words spotted by Vosk itself, below) or "none" (every utterance is
+# a command: for push-to-talk and other setups that decide elsewhere when to listen).
+engine = "micro"
+# For "micro": the wake words, each a bundled model ("okay_nabu", "hey_jarvis",
+# "hey_mycroft", "alexa") or the path of a microWakeWord model's .json manifest (with
+# its .tflite beside it), e.g. ["okay_nabu", "wake/hey_pi.json"].
+models = ["okay_nabu"]
+# Probability (0 to 1) above which a model fires; 0 keeps each model's own cutoff (from
+# its manifest). Higher: fewer false wakes, more missed ones.
+cutoff = 0.0
+# Seconds (0 to 60) after a wake word during which no other is taken.
+refractory = 2.0
+# Seconds (0 to 1) before the wake word's detection that may hold the command's start:
+# the models fire 0.1 to 0.2 s after the word, so a command said in the same breath has
+# begun by then. The command's audio starts at the quietest 10 ms of it.
+preroll = 0.3
+# Seconds (0.1 to 5) of no speech, once speech was heard after the wake word, that end
+# the command when the speech recognizer has not found its end first. The voice activity
+# detector itself reports "no speech" about 0.6 s after the last word, so 0.3 ends a
+# command about 0.9 s after it, and a pause between two words does not.
+end_silence = 0.3
+# Seconds (1 to 60) from the wake word after which the command ends anyway.
+command_timeout = 8.0
+# For "phrase": words that must start a command, e.g. "hey pi".
 phrase = ""
-# Seconds after the wake phrase during which a command is accepted (more than 0).
+# For "phrase": seconds after the wake phrase during which a command is accepted (more
+# than 0).
 window = 5.0
 
 [audio]
@@ -252,15 +281,25 @@ class VoskConfig:
 
 @dataclass(frozen=True)
 class WakeConfig:
-    """``[wake]``: an optional phrase that must precede a command, and for how long it holds."""
+    """``[wake]``: what must precede a command (a wake word model, a phrase or nothing) and
+    how the command after it is cut out of the audio."""
 
     phrase: str
     window: float
+    engine: str = "micro"
+    models: tuple[str, ...] = ("okay_nabu",)
+    """Bundled model ids, or manifest paths (resolved against the configuration's folder)."""
+    cutoff: float | None = None
+    """None: each model's own probability cutoff."""
+    refractory: float = 2.0
+    preroll: float = 0.3
+    end_silence: float = 0.3
+    command_timeout: float = 8.0
 
     @property
     def enabled(self) -> bool:
-        """True when a wake phrase is configured."""
-        return bool(self.phrase)
+        """True when something must precede a command (a wake word or a phrase)."""
+        return self.engine == "micro" or (self.engine == "phrase" and bool(self.phrase))
 
 
 @dataclass(frozen=True)
@@ -449,6 +488,17 @@ def _number(low: float, high: float | None = None) -> Callable[[object], float]:
     return check
 
 
+def _names_list(value: object) -> tuple[str, ...]:
+    """A non-empty array of non-empty strings (a wake word's models)."""
+    items = value if isinstance(value, list) else []
+    if not items or not all(isinstance(v, str) and v and v.isprintable() for v in items):
+        raise _Invalid(
+            f'expected an array of model names or .json paths, e.g. ["okay_nabu"],'
+            f" got {_show(value)}"
+        )
+    return tuple(items)
+
+
 def _boolean(value: object) -> bool:
     if not isinstance(value, bool):
         raise _Invalid(f"expected true or false, got {_show(value)}")
@@ -503,7 +553,8 @@ class _Key:
     default: object
     check: Callable[[object], object]
     kind: str = "str"
-    """How an override given as text is read: "str", "path", "int", "float" or "bool"."""
+    """How an override given as text is read: "str", "path", "int", "float", "bool" or
+    "list" (comma-separated)."""
 
 
 _path = _string()
@@ -527,6 +578,13 @@ _SCHEMA: Final[Mapping[str, _Key]] = MappingProxyType(
             0, _integer(0, 1000, "0 (the model's own) or 10 ms frames from 1 to 1000"), "int"
         ),
         "vosk.sentence_pause": _Key(0.2, _number(0.0, 10.0), "float"),
+        "wake.engine": _Key("micro", _choice(*WAKE_ENGINES)),
+        "wake.models": _Key(["okay_nabu"], _names_list, "list"),
+        "wake.cutoff": _Key(0.0, _number(0.0, 1.0), "float"),
+        "wake.refractory": _Key(2.0, _number(0.0, 60.0), "float"),
+        "wake.preroll": _Key(0.3, _number(0.0, 1.0), "float"),
+        "wake.end_silence": _Key(0.3, _number(0.1, 5.0), "float"),
+        "wake.command_timeout": _Key(8.0, _number(1.0, 60.0), "float"),
         "wake.phrase": _Key("", _string()),
         "wake.window": _Key(5.0, _number(0.0), "float"),
         "audio.source": _Key("microphone", _choice(*AUDIO_SOURCES)),
@@ -675,6 +733,8 @@ def _coerce(kind: str, value: object) -> object:
             return int(text)
         if kind == "float":
             return float(text)
+        if kind == "list":
+            return [part.strip() for part in text.split(",")]
     except ValueError:
         pass
     return value
@@ -873,6 +933,37 @@ def _audio(values: _Values) -> AudioConfig:
     )
 
 
+def _wake(values: _Values) -> WakeConfig:
+    v = values.values
+    engine = values.text("wake.engine")
+    phrase = values.text("wake.phrase")
+    if engine == "phrase" and not phrase.strip():
+        raise values.fail("wake.phrase", 'required when wake.engine = "phrase"')
+    if engine != "phrase" and phrase and "wake.phrase" in values.given:
+        raise values.fail("wake.phrase", 'only used with wake.engine = "phrase"')
+    base = values.bases["wake.models"]
+    models = []
+    names = v["wake.models"]
+    assert isinstance(names, tuple)
+    for model in names:  # type: ignore[attr-defined]
+        if model in BUNDLED_WAKE_WORDS or base is None or Path(model).is_absolute():
+            models.append(model)
+        else:
+            models.append(str(base / model))
+    cutoff = float(v["wake.cutoff"])  # type: ignore[arg-type]
+    return WakeConfig(
+        phrase=phrase,
+        window=float(v["wake.window"]),  # type: ignore[arg-type]
+        engine=engine,
+        models=tuple(models),
+        cutoff=cutoff or None,
+        refractory=float(v["wake.refractory"]),  # type: ignore[arg-type]
+        preroll=float(v["wake.preroll"]),  # type: ignore[arg-type]
+        end_silence=float(v["wake.end_silence"]),  # type: ignore[arg-type]
+        command_timeout=float(v["wake.command_timeout"]),  # type: ignore[arg-type]
+    )
+
+
 def _outbox(values: _Values) -> OutboxSettings:
     v = values.values
     path = values.path("outbox.path")
@@ -992,10 +1083,7 @@ def load_config(
             ),
             sentence_pause=float(v["vosk.sentence_pause"]),  # type: ignore[arg-type]
         ),
-        wake=WakeConfig(
-            phrase=values.text("wake.phrase"),
-            window=float(v["wake.window"]),  # type: ignore[arg-type]
-        ),
+        wake=_wake(values),
         audio=audio,
         mqtt=mqtt,
         outbox=outbox,

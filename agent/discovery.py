@@ -6,9 +6,10 @@ on ``<prefix>/<component>/<node_id>/<object_id>/config`` per entity, and an empt
 payload to remove one. The device has
 
 - ``binary_sensor`` ``online``: the retained availability topic (online/offline, the will);
-- ``sensor`` ``last_transcript``, ``last_intent`` (its slots as attributes), ``recognized``
-  and ``not_recognized`` (``total_increasing``), all read from one retained state document
-  on ``voice-agent/<site_id>/state`` that :class:`HomeAssistant` publishes per utterance;
+- ``sensor`` ``last_transcript``, ``last_intent`` (its slots as attributes), ``recognized``,
+  ``not_recognized`` and ``wakes`` (``total_increasing``), all read from one retained state
+  document on ``voice-agent/<site_id>/state`` that :class:`HomeAssistant` publishes per
+  utterance and per wake word;
 - ``device_automation`` ``intent_<name>`` per intent of the model
   (https://www.home-assistant.io/integrations/device_trigger.mqtt/), on the Hermes topic
   ``hermes/intent/<name>`` that the daemon already publishes through the outbox, filtered
@@ -203,6 +204,17 @@ def discovery_messages(device: Device) -> tuple[Message, ...]:
             icon="mdi:help-circle-outline",
             **availability,
         ),
+        entity(
+            "sensor",
+            "wakes",
+            name="Wake words heard",
+            state_topic=state,
+            # A state document from before this sensor existed counts as none.
+            value_template="{{ value_json.wakes | default(0) }}",
+            state_class="total_increasing",
+            icon="mdi:ear-hearing",
+            **availability,
+        ),
     ]
     for intent in device.intents:
         messages.append(
@@ -252,6 +264,7 @@ def state_message(
         "last_intent": last_intent,
         "recognized": counters.recognized,
         "not_recognized": counters.not_recognized,
+        "wakes": counters.wakes,
     }
     return _retained(state_topic(site_id), document)
 
@@ -325,6 +338,11 @@ class HomeAssistant:
         self._last = outcome
         if outcome.decision.accepted:
             self._command = outcome
+        self._dirty = True
+        self._wake.set()
+
+    def woke(self, woken: object) -> None:
+        """The daemon's per-wake-word hook: the wake count changed (no I/O)."""
         self._dirty = True
         self._wake.set()
 
@@ -416,6 +434,7 @@ def start_homeassistant(
     bridge = HomeAssistant(link, config.mqtt.site_id, configs, record, daemon.counters)
     if configs:
         daemon.on_outcome.append(bridge.observe)
+        daemon.on_wake.append(bridge.woke)
         # A reloaded model may have other intents: triggers come and go with it.
         daemon.on_models.append(lambda classifier: bridge.use(announce(classifier.info)))
     bridge.start()

@@ -286,6 +286,31 @@ def check_decoder(config: Config) -> Check:
     )
 
 
+def check_wake(config: Config) -> Check:
+    """What must come before a command, with the wake word models loaded as the service
+    loads them (a bad custom model fails here, with the line the service would print)."""
+    from agent.wakeword import WakeWordDetector, WakeWordError
+
+    wake = config.wake
+    if wake.engine == "none":
+        return Check("wake word", True, "none (wake.engine = none: every utterance is a command)")
+    if wake.engine == "phrase":
+        return Check(
+            "wake word", True, f'phrase "{wake.phrase}" spotted by Vosk (wake.engine = phrase)'
+        )
+    try:
+        detector = WakeWordDetector(wake.models, wake.cutoff, wake.refractory)
+    except WakeWordError as err:
+        hint = (
+            "fix or remove it in wake.models (bundled: okay_nabu, hey_jarvis, hey_mycroft, alexa)"
+        )
+        return Check("wake word", False, _one_line(err), hint)
+    loaded = ", ".join(
+        f'{m.id} ("{m.wake_word}", cutoff {detector.cutoff(m.id):g})' for m in detector.models
+    )
+    return Check("wake word", True, f"{loaded} (wake.engine = micro)")
+
+
 def _peak(config: Config, seconds: float) -> float | None:
     """The loudest sample in ``seconds`` of the configured input; None when the device
     delivered no audio at all in twice that time (and at least 3 s)."""
@@ -610,6 +635,7 @@ def checks(
     if vosk_model is not None:
         yield _guarded("decoder", check_decoder, config)
     del vosk, vosk_model  # a few hundred MB: not kept while the meter runs
+    yield _guarded("wake word", check_wake, config)
     yield _guarded("audio input", check_audio, config, meter_seconds)
     broker = _guarded("broker", check_broker, config, timeout)
     yield from broker if isinstance(broker, list) else (broker,)

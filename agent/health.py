@@ -179,6 +179,7 @@ class Health:
                 "not_recognized": c.not_recognized,
                 "not_sent": c.not_sent,
                 "unacknowledged": c.unacknowledged,
+                "wakes": c.wakes,
             },
             "latency_ms": latency,
         }
@@ -346,6 +347,7 @@ def describe(document: Mapping[str, Any], now: float) -> list[str]:
         f"commands        {counters.get('recognized')} recognized,"
         f" {counters.get('not_recognized')} not recognized,"
         f" {counters.get('unacknowledged')} unacknowledged, {counters.get('not_sent')} not sent",
+        f"wake words      {counters.get('wakes', 0)} heard",
         "latency (ms)    stage        p50      p95    n",
     ]
     for stage, figures in (document.get("latency_ms") or {}).items():

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 TEXT_CAPTURED_TOPIC = "hermes/asr/textCaptured"
 NOT_RECOGNIZED_TOPIC = "hermes/nlu/intentNotRecognized"
 INTENT_TOPIC_PREFIX = "hermes/intent/"
+HOTWORD_TOPIC = "hermes/hotword/{}/detected"
 QOS = 1
 
 
@@ -79,6 +80,7 @@ def text_captured(
     site_id: str = "default",
     session_id: str | None = None,
     lang: str | None = None,
+    wakeword_id: str | None = None,
 ) -> Message:
     """``hermes/asr/textCaptured``: what the recognizer heard, how sure it was, how long it took."""
     return _message(
@@ -89,9 +91,37 @@ def text_captured(
             "seconds": seconds,
             "siteId": site_id,
             "sessionId": session_id,
-            "wakewordId": None,
+            "wakewordId": wakeword_id,
             "asrTokens": None,
             "lang": lang,
+        },
+    )
+
+
+def hotword_detected(
+    wakeword_id: str,
+    model_version: str = "",
+    sensitivity: float = 1.0,
+    site_id: str = "default",
+    session_id: str | None = None,
+    lang: str | None = None,
+) -> Message:
+    """``hermes/hotword/<wakewordId>/detected`` (rhasspy-hermes' HotwordDetected): the
+    ``sessionId`` is the one the command's textCaptured and intent then carry."""
+    if not wakeword_id or any(c in wakeword_id for c in "/+#\x00"):
+        raise ValueError(f"wake word id {wakeword_id!r} cannot be used in an MQTT topic")
+    return _message(
+        HOTWORD_TOPIC.format(wakeword_id),
+        {
+            "modelId": wakeword_id,
+            "modelVersion": model_version,
+            "modelType": "universal",
+            "currentSensitivity": sensitivity,
+            "siteId": site_id,
+            "sessionId": session_id,
+            "sendAudioCaptured": None,
+            "lang": lang,
+            "customEntities": None,
         },
     )
 
@@ -111,6 +141,7 @@ def intent(
     asr_confidence: float | None = None,
     raw_input: str | None = None,
     lang: str | None = None,
+    wakeword_id: str | None = None,
 ) -> Message:
     """``hermes/intent/<intentName>`` for an accepted classification (NluIntent's JSON).
 
@@ -137,7 +168,7 @@ def intent(
             "asrTokens": _asr_tokens(text),
             "asrConfidence": asr_confidence,
             "rawInput": text if raw_input is None else raw_input,
-            "wakewordId": None,
+            "wakewordId": wakeword_id,
             "lang": lang,
         },
     )

@@ -27,12 +27,13 @@ from agent.audio import (
     wav_source,
 )
 from agent.classifier import IntentClassifier
-from agent.config import Config
+from agent.config import Config, WakeConfig
 from agent.daemon import Daemon, Outcome, Publisher
 from agent.delivery import Courier
 from agent.discovery import start_homeassistant
 from agent.feedback import start_feedback
 from agent.health import start_health
+from agent.listener import Listener, ListenerSettings
 from agent.liveness import Liveness
 from agent.metadata import ModelError, load_model_info
 from agent.mqtt import MqttLink
@@ -42,8 +43,17 @@ from agent.query import start_query
 from agent.recognizer import Recognizer, RecognizerError, RecognizerSettings, load_grammar
 from agent.tflite import RuntimeUnavailable
 from agent.wake import WakeGate
+from agent.wakeword import WakeWordDetector, load_model
 
-__all__ = ["RunOptions", "audio_items", "build_daemon", "load_models", "run", "start_delivery"]
+__all__ = [
+    "RunOptions",
+    "audio_items",
+    "build_daemon",
+    "build_listener",
+    "load_models",
+    "run",
+    "start_delivery",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +100,29 @@ def audio_items(config: Config, portaudio: PortAudio | None = None) -> Iterator[
     )
 
 
+def build_listener(wake: WakeConfig) -> Listener | None:
+    """The wake word listener of engine "micro" (None for the others); raises
+    WakeWordError with one line for a model that cannot be used."""
+    if wake.engine != "micro":
+        return None
+    detector = WakeWordDetector(wake.models, wake.cutoff, wake.refractory)
+    settings = ListenerSettings(wake.preroll, wake.end_silence, wake.command_timeout)
+    log.info(
+        "wake word: %s",
+        ", ".join(
+            f"{m.id} ({m.wake_word!r}, cutoff {detector.cutoff(m.id):.2f})" for m in detector.models
+        ),
+    )
+    return Listener(detector, settings)
+
+
 def build_daemon(config: Config, publisher: Publisher, notifier: Notifier | None) -> Daemon:
-    """Load both models and wire them to ``publisher``."""
+    """Load the models (intent, speech, wake word) and wire them to ``publisher``."""
     model = config.model
+    listener = build_listener(config.wake)
     classifier = IntentClassifier.load(model.path, model.runtime, model.threads)
-    wake = WakeGate(config.wake.phrase, config.wake.window)
+    phrase = config.wake.phrase if config.wake.engine == "phrase" else ""
+    wake = WakeGate(phrase, config.wake.window)
     grammar = load_grammar(config.model.path) if config.vosk.grammar else None
     vosk = config.vosk
     settings = RecognizerSettings(
@@ -121,6 +149,7 @@ def build_daemon(config: Config, publisher: Publisher, notifier: Notifier | None
         max_unk_ratio=vosk.max_unk_ratio,
         wake=wake,
         notifier=notifier,
+        listener=listener,
     )
 
 
@@ -238,6 +267,9 @@ def run(config: Config, options: RunOptions, environ: Mapping[str, str], pid: in
     load_model_info(config.model.path)
     if config.vosk.grammar:
         load_grammar(config.model.path)
+    if config.wake.engine == "micro":
+        for wake_model in config.wake.models:
+            load_model(wake_model)
     with ExitStack() as stack:
         outbox, link, courier = start_delivery(config, stack)
         daemon = build_daemon(config, courier, notifier)

@@ -215,6 +215,7 @@ def run_daemon(
         f"trailing_silence = {trailing}\nsentence_pause = {sentence_pause}\n"
         f"frames_per_chunk = {frames_per_chunk}\n"
         f'[audio]\nsource = "stdin"\nrate = {RATE}\n'
+        '[wake]\nengine = "none"\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nsite_id = "bench"\n'
         f'[outbox]\npath = "{work / f"outbox-{trailing}-{sentence_pause}.sqlite"}"\n'
     )
@@ -302,6 +303,7 @@ def run_end_of_stream(
             "model.path": MODEL,
             "vosk.model": packaged_model_dir(),
             "vosk.frames_per_chunk": frames_per_chunk,
+            "wake.engine": "none",
             "mqtt.host": "127.0.0.1",
             "mqtt.port": broker.port,
             "mqtt.site_id": "bench",

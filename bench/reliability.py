@@ -80,6 +80,7 @@ def write_config(
         f'[model]\npath = "{MODEL}"\n'
         f'[vosk]\nmodel = "{packaged_model_dir()}"\n'
         f'[audio]\nsource = "stdin"\nrate = {RATE}\n'
+        '[wake]\nengine = "none"\n'
         f'[mqtt]\nhost = "{HOST}"\nport = {port}\nsite_id = "reliability"\n{mqtt}\n'
         # Never expire: these runs are about loss, and some last longer than the default 60 s.
         f'[outbox]\npath = "{outbox}"\nexpire_after = 0\n'

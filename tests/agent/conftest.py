@@ -10,8 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from agent.classifier import IntentClassifier
+from agent.mqtt import MqttLink, MqttSettings
+
 # A real mosquitto per session for every test that asks for one (fixtures by name).
-from tests.agent.broker import auth_broker, broker, certificates, tls_broker  # noqa: F401
+from tests.agent.broker import (  # noqa: F401
+    HOST,
+    Mosquitto,
+    auth_broker,
+    broker,
+    certificates,
+    tls_broker,
+)
 from tests.agent.command import voice_agent
 from tests.vectors import write_vectors
 
@@ -29,6 +39,26 @@ def en_model() -> Path:
 def ko_model() -> Path:
     """The committed Korean example model (used by the offline speech tests)."""
     return MODELS / "smart-home-ko"
+
+
+@pytest.fixture(scope="module")
+def ko_classifier(ko_model: Path) -> IntentClassifier:
+    """The Korean model's classifier, loaded once per test module."""
+    return IntentClassifier.load(ko_model)
+
+
+@pytest.fixture()
+def link(broker: Mosquitto) -> Iterator[MqttLink]:  # noqa: F811 - the fixture above
+    """A connected MQTT link to the session's mosquitto, as the daemon publishes through.
+    Its retained availability stays out of ``voice-agent/#``, which other tests watch."""
+    settings = MqttSettings(
+        HOST, broker.port, client_id="test-link", availability_topic="test-link/availability"
+    )
+    link = MqttLink(settings)
+    link.start()
+    assert link.wait_connected(10)
+    yield link
+    link.stop()
 
 
 @pytest.fixture(scope="session")

@@ -76,7 +76,15 @@ def test_defaults_only_need_an_intent_model() -> None:
     assert (config.model.runtime, config.model.threads) == ("auto", 1)
     assert config.vosk.model == Path("/var/lib/voice-agent/vosk/vosk-model-small-en-us-0.15")
     assert (config.vosk.grammar, config.vosk.max_unk_ratio) == (True, 0.5)
-    assert (config.wake.phrase, config.wake.window, config.wake.enabled) == ("", 5.0, False)
+    assert (config.wake.phrase, config.wake.window, config.wake.enabled) == ("", 5.0, True)
+    wake = config.wake
+    assert (wake.engine, wake.models, wake.cutoff, wake.refractory) == (
+        "micro",
+        ("okay_nabu",),
+        None,
+        2.0,
+    )
+    assert (wake.preroll, wake.end_silence, wake.command_timeout) == (0.3, 0.3, 8.0)
     audio = config.audio
     assert (audio.source, audio.device, audio.rate, audio.channels, audio.wav) == (
         "microphone",
@@ -145,7 +153,7 @@ def test_file_values_and_relative_paths(tmp_path: Path) -> None:
         tmp_path,
         f"""{model_line()}runtime = "tflite_runtime"\nthreads = 2
 [vosk]\nmodel = "vosk"\ngrammar = false\nmax_unk_ratio = 1
-[wake]\nphrase = "hey pi"\nwindow = 3
+[wake]\nengine = "phrase"\nphrase = "hey pi"\nwindow = 3
 [audio]\nsource = "wav"\nwav = "clips"\ndevice = 2\nrate = 16000\nchannels = 1
 [mqtt]\nhost = "broker.lan"\ntls = true\nca_file = "certs/ca.pem"\nsite_id = "kitchen"
 [log]\nlevel = "debug"
@@ -637,3 +645,88 @@ def test_a_bad_set_is_one_line_and_exit_2(tmp_path: Path, setting: str, last_lin
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines()[-1] == last_line
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_wake_keys(tmp_path: Path) -> None:
+    (tmp_path / "wake").mkdir()
+    config = load_config(
+        write(
+            tmp_path,
+            '[wake]\nengine = "micro"\nmodels = ["alexa", "wake/hey_pi.json", "/abs/x.json"]\n'
+            "cutoff = 0.7\nrefractory = 0\npreroll = 0\nend_silence = 0.5\n"
+            "command_timeout = 12\n",
+        ),
+        {"model.path": EN_MODEL},
+        environ={},
+    )
+    wake = config.wake
+    # A manifest path is relative to the configuration file, like every other path.
+    assert wake.models == ("alexa", str(tmp_path / "wake/hey_pi.json"), "/abs/x.json")
+    assert (wake.cutoff, wake.refractory, wake.preroll) == (0.7, 0.0, 0.0)
+    assert (wake.end_silence, wake.command_timeout, wake.enabled) == (0.5, 12.0, True)
+    none = load_config(None, {"model.path": EN_MODEL, "wake.engine": "none"}, environ={})
+    assert (none.wake.engine, none.wake.enabled) == ("none", False)
+    flags = load_config(
+        None, {"model.path": EN_MODEL, "wake.models": "okay_nabu, hey_mycroft"}, environ={}
+    )
+    assert flags.wake.models == ("okay_nabu", "hey_mycroft")
+    phrase = load_config(
+        None, {"model.path": EN_MODEL, "wake.engine": "phrase", "wake.phrase": "hey pi"}, environ={}
+    )
+    assert (phrase.wake.engine, phrase.wake.enabled) == ("phrase", True)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[wake]\nengine = "porcupine"\n',
+            'config.toml: wake.engine: expected "micro", "phrase" or "none", got "porcupine"',
+        ),
+        (
+            "[wake]\nmodels = []\n",
+            "config.toml: wake.models: expected an array of model names or .json paths,"
+            ' e.g. ["okay_nabu"], got an array',
+        ),
+        (
+            '[wake]\nmodels = "okay_nabu"\n',
+            "config.toml: wake.models: expected an array of model names or .json paths,"
+            ' e.g. ["okay_nabu"], got "okay_nabu"',
+        ),
+        (
+            '[wake]\nmodels = ["okay_nabu", ""]\n',
+            "config.toml: wake.models: expected an array of model names or .json paths,"
+            ' e.g. ["okay_nabu"], got an array',
+        ),
+        (
+            "[wake]\ncutoff = 1.5\n",
+            "config.toml: wake.cutoff: expected a number from 0 to 1, got 1.5",
+        ),
+        (
+            "[wake]\nrefractory = -1\n",
+            "config.toml: wake.refractory: expected a number from 0 to 60, got -1",
+        ),
+        (
+            "[wake]\npreroll = 2\n",
+            "config.toml: wake.preroll: expected a number from 0 to 1, got 2",
+        ),
+        (
+            "[wake]\nend_silence = 0\n",
+            "config.toml: wake.end_silence: expected a number from 0.1 to 5, got 0",
+        ),
+        (
+            '[wake]\ncommand_timeout = "8"\n',
+            'config.toml: wake.command_timeout: expected a number from 1 to 60, got "8"',
+        ),
+        (
+            '[wake]\nengine = "phrase"\n',
+            'config.toml: wake.phrase: required when wake.engine = "phrase"',
+        ),
+        (
+            '[wake]\nphrase = "hey pi"\n',
+            'config.toml: wake.phrase: only used with wake.engine = "phrase"',
+        ),
+    ],
+)
+def test_bad_wake_keys_are_one_line(tmp_path: Path, text: str, message: str) -> None:
+    assert error(write(tmp_path, text), overrides={"model.path": EN_MODEL}, environ={}) == message

@@ -24,7 +24,7 @@ from agent.audio import wav_folder_source
 from agent.classifier import IntentClassifier
 from agent.cli import main
 from agent.daemon import Daemon
-from agent.mqtt import MqttLink, MqttSettings
+from agent.mqtt import MqttLink
 from agent.recognizer import Recognizer, RecognizerSettings, load_grammar, packaged_model_dir
 from agent.wake import WakeGate
 from tests.agent.broker import HOST, Mosquitto, Subscriber
@@ -68,6 +68,7 @@ def run_cli(broker: Mosquitto, outbox: Path, *args: str) -> int:
             "--vosk-model", str(packaged_model_dir()),
             "--host", HOST,
             "--port", str(broker.port),
+            "--set", "wake.engine=none",
             *args,
         ]
     )  # fmt: skip
@@ -162,20 +163,6 @@ def ko_recognizer() -> Iterator[Recognizer]:
     yield Recognizer(RecognizerSettings(packaged_model_dir(), load_grammar(KO_MODEL)))
 
 
-@pytest.fixture(scope="module")
-def ko_classifier() -> IntentClassifier:
-    return IntentClassifier.load(KO_MODEL)
-
-
-@pytest.fixture()
-def link(broker: Mosquitto) -> Iterator[MqttLink]:
-    link = MqttLink(MqttSettings(HOST, broker.port, client_id="test-daemon"))
-    link.start()
-    assert link.wait_connected(10)
-    yield link
-    link.stop()
-
-
 WAKE = "비서"  # in the Korean model's vocabulary, and espeak's rendering decodes exactly
 WAKE_COMMAND = "부엌 불 끄기"
 
@@ -238,6 +225,7 @@ def test_sigterm_stops_the_service_cleanly(
         "--source", "stdin", "--rate", "16000",
         "--host", HOST, "--port", str(broker.port), "--site-id", "sigterm",
         "--outbox", str(tmp_path / "outbox.sqlite"),
+        "--set", "wake.engine=none",
     ]  # fmt: skip
     with Subscriber(broker.port, ("hermes/intent/#", "voice-agent/sigterm/availability")) as sub:
         process = subprocess.Popen(

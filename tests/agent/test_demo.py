@@ -16,7 +16,12 @@ def test_korean_demo_prints_every_message(broker: str, capsys: pytest.CaptureFix
     assert main(["demo", "--lang", "ko", "--broker", broker]) == 0
     out = capsys.readouterr().out
     assert f"MQTT broker embedded {broker} on 127.0.0.1:" in out
-    assert 'said   "부엌 조명 좀 켜줘"\nheard  "부엌 조명 좀 켜줘" -> LightOn (0.' in out
+    assert 'said   "okay nabu, 부엌 조명 좀 켜줘"\nheard  "부엌 조명 좀 켜줘" -> LightOn (0.' in out
+    # The command said without the wake word is not even decoded.
+    assert (
+        'said   "거실 조명 꺼 줘 (no wake word)"\n'
+        "heard  nothing: no wake word, so the command was not listened to\n\n"
+    ) in out
     assert "room=kitchen" in out and "room=living_room" in out
     assert '    zigbee2mqtt/kitchen_light/set {"state":"ON"}\n' in out
     assert '    zigbee2mqtt/living_room_light/set {"state":"OFF"}\n' in out
@@ -29,8 +34,11 @@ def test_korean_demo_prints_every_message(broker: str, capsys: pytest.CaptureFix
     ]
     assert [i["intent"]["intentName"] for i in intents] == ["LightOn", "LightOff", "MusicStop"]
     assert all(i["siteId"] == "demo" for i in intents)
+    assert all(i["wakewordId"] == "okay_nabu" for i in intents)
+    assert out.count("    hermes/hotword/okay_nabu/detected {") == 4
     assert out.rstrip().endswith(
-        "4 utterances: 3 commands, 1 not recognized; 11 messages acknowledged by the broker."
+        "5 utterances: 4 after the wake word (3 commands, 1 not recognized), 1 without it"
+        " (ignored); 15 messages acknowledged by the broker."
     )
 
 

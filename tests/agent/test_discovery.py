@@ -104,7 +104,7 @@ def test_payloads_follow_the_documented_schema() -> None:
     components = [validate(m.topic, json.loads(m.payload)) for m in messages]
     assert all(m.retain and m.qos == 1 for m in messages)
     assert sorted(components) == sorted(
-        ["binary_sensor"] + ["sensor"] * 4 + ["device_automation"] * len(KO_INTENTS)
+        ["binary_sensor"] + ["sensor"] * 5 + ["device_automation"] * len(KO_INTENTS)
     )
     payloads = [json.loads(m.payload) for m in messages]
     triggers = [p for p in payloads if p.get("automation_type") == "trigger"]
@@ -113,10 +113,10 @@ def test_payloads_follow_the_documented_schema() -> None:
     # One device for everything; unique ids unique; (type, subtype) unique per device.
     assert len({json.dumps(p["device"], sort_keys=True) for p in payloads}) == 1
     ids = [p["unique_id"] for p in payloads if "unique_id" in p]
-    assert len(ids) == len(set(ids)) == 5
+    assert len(ids) == len(set(ids)) == 6
     assert len({(t["type"], t["subtype"]) for t in triggers}) == len(triggers)
     counters = [p for p in payloads if p.get("state_class") == "total_increasing"]
-    assert len(counters) == 2
+    assert len(counters) == 3
 
 
 def test_the_schema_rejects_what_home_assistant_rejects() -> None:
@@ -169,7 +169,7 @@ def test_state_document_feeds_the_sensors() -> None:
     decision = decide(transcript, classifier, 0.5)
     assert decision.accepted
     outcome = Outcome(decision, (), 0, True, Timings(0.02, 0.001, 0.002, 0.003), "s")
-    counters = Counters(recognized=3, not_recognized=1)
+    counters = Counters(recognized=3, not_recognized=1, wakes=5)
     configs = {
         m.topic.split("/")[-2]: json.loads(m.payload) for m in discovery_messages(ko_device())
     }
@@ -183,7 +183,7 @@ def test_state_document_feeds_the_sensors() -> None:
     assert sensor("last_intent") == "LightOn"
     attributes = render(configs["last_intent"]["json_attributes_template"], state.payload)
     assert json.loads(attributes) == {"room": "kitchen"}
-    assert (sensor("recognized"), sensor("not_recognized")) == ("3", "1")
+    assert (sensor("recognized"), sensor("not_recognized"), sensor("wakes")) == ("3", "1", "5")
     # Before any command: "None", which Home Assistant shows as unknown.
     empty = state_message("kitchen", None, None, Counters())
     assert render(configs["last_intent"]["value_template"], empty.payload) == "None"
@@ -294,6 +294,8 @@ grammar = {"true" if model == KO_MODEL else "false"}
 [audio]
 source = "stdin"
 rate = {RATE}
+[wake]
+engine = "none"
 [mqtt]
 host = "{HOST}"
 port = {broker.port}
@@ -355,7 +357,7 @@ def test_home_assistant_sees_the_device_and_a_trigger_fires(
     ha = consumer_factory("ha-fire")
     agent = Agent(write_config(tmp_path / "config.toml", broker, "kitchen", "ha-fire", KO_MODEL))
     try:
-        ha.wait_for(5 + len(KO_INTENTS))
+        ha.wait_for(6 + len(KO_INTENTS))
         devices = ha.devices()
         assert list(devices) == ["voice_agent_kitchen"]
         assert sorted(devices["voice_agent_kitchen"]) == sorted(
@@ -365,6 +367,7 @@ def test_home_assistant_sees_the_device_and_a_trigger_fires(
                 ("sensor", "voice_agent_kitchen last_intent"),
                 ("sensor", "voice_agent_kitchen recognized"),
                 ("sensor", "voice_agent_kitchen not_recognized"),
+                ("sensor", "voice_agent_kitchen wakes"),
             ]
             + [("device_automation", f"voice_agent_kitchen intent_{i}") for i in KO_INTENTS]
         )
@@ -406,7 +409,7 @@ def test_home_assistant_sees_the_device_and_a_trigger_fires(
         status, stderr = agent.finish()
     assert status == 0, stderr
     assert ha.fired.empty(), "LightOff fired for a LightOn command"
-    assert "announced 9 entities and triggers" in stderr
+    assert "announced 10 entities and triggers" in stderr
 
 
 def test_a_restart_without_an_intent_removes_its_trigger(
@@ -424,14 +427,14 @@ def test_a_restart_without_an_intent_removes_its_trigger(
 
     write_config(config, broker, "hall", "ha-restart", KO_MODEL)
     agent = Agent(config)
-    ha.wait_for(5 + len(KO_INTENTS))
+    ha.wait_for(6 + len(KO_INTENTS))
     assert all(key in ha.configs for key in gone)
     assert agent.finish()[0] == 0
 
     write_config(config, broker, "hall", "ha-restart", EN_MODEL)
     agent = Agent(config)
     deadline = time.monotonic() + 90
-    while len(ha.configs) != 5 + len(en_intents):
+    while len(ha.configs) != 6 + len(en_intents):
         assert time.monotonic() < deadline, ha.configs
         agent.silence(0.2)
         time.sleep(0.2)
@@ -440,7 +443,7 @@ def test_a_restart_without_an_intent_removes_its_trigger(
     assert kept in ha.configs
     # Gone from the broker too: a Home Assistant that starts now never hears of them.
     late = consumer_factory("ha-restart")
-    late.wait_for(5 + len(en_intents))
+    late.wait_for(6 + len(en_intents))
     assert not any(key in late.configs for key in gone)
 
     # Turning discovery off removes the whole device on the next start.
@@ -473,13 +476,13 @@ def test_a_reload_announces_the_new_models_triggers(
 
     agent = Agent(config)
     try:
-        ha.wait_for(5 + len(KO_INTENTS))
+        ha.wait_for(6 + len(KO_INTENTS))
         shutil.copytree(EN_MODEL, tmp_path / "model.new")
         model.rename(tmp_path / "model.old")
         (tmp_path / "model.new").rename(model)
         agent.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 60
-        while len(ha.configs) != 5 + len(en_intents):
+        while len(ha.configs) != 6 + len(en_intents):
             assert time.monotonic() < deadline, ha.configs
             agent.silence(0.2)  # the reload happens in the audio loop, between chunks
             time.sleep(0.2)

@@ -65,6 +65,7 @@ def E(text: str) -> str:
     return re.escape(text)
 
 
+WAKE = '✓ wake word: okay_nabu ("Okay Nabu", cutoff 0.85) (wake.engine = micro)'
 HEAD = [
     r"✓ python: 3\.\d+\.\d+ \(.+\)",
     r"✓ packages: voice-agent [\d.]+, numpy [\d.]+, vosk [\d.]+, paho-mqtt [\d.]+,"
@@ -91,6 +92,7 @@ def models(config: Path) -> list[str]:
             " frames per chunk 20 (the model's conf/model.conf, Kaldi's defaults where it is"
             " silent); sentence pause 0.2 s"
         ),
+        E(WAKE),
     ]
 
 
@@ -200,6 +202,7 @@ def test_a_missing_vosk_model(broker: Mosquitto, tmp_path: Path) -> None:
                 " folder)"
             ),
             E("✗ grammar: 164 entries, not checked — fix the Vosk model first"),
+            E(WAKE),
             r"✓ audio input: WAV files from .*speech\.wav \(audio\.source = wav\)",
             r"✓ broker: .*",
             r"✓ tls: .*",
@@ -334,3 +337,19 @@ def test_a_world_writable_config(tmp_path: Path) -> None:
         check.line()
         == f"✗ config permissions: {path} is 0666: anyone can change it — chmod o-w {path}"
     )
+
+
+def test_a_bad_wake_word_model_fails_its_check(broker: Mosquitto, tmp_path: Path) -> None:
+    (tmp_path / "hey_pi.json").write_text('{"model": "hey_pi.tflite", "micro": ', encoding="utf-8")
+    config = write_config(
+        tmp_path,
+        broker_section(broker.port),
+        wav_section(tmp_path),
+        '[wake]\nmodels = ["okay_nabu", "hey_pi.json"]',
+    )
+    status, report = doctor(config)
+    assert status == 1
+    wake = [line for line in report.splitlines() if "wake word" in line]
+    assert len(wake) == 1 and wake[0].startswith(
+        f"✗ wake word: {tmp_path / 'hey_pi.json'}: not a wake word manifest (invalid JSON"
+    ), report

@@ -77,7 +77,7 @@ def outcome(text: str, recognize: float) -> Outcome:
 
 
 def test_snapshot_has_every_field() -> None:
-    counters = Counters(recognized=2, not_recognized=1, last_utterance=1_700_000_000.0)
+    counters = Counters(recognized=2, not_recognized=1, last_utterance=1_700_000_000.0, wakes=4)
     health = Health(
         site_id="hall",
         model={"name": "smart-home-ko", "version": "1", "language": "ko"},
@@ -94,7 +94,7 @@ def test_snapshot_has_every_field() -> None:
     assert set(document) == FIELDS
     assert document["state"] == "running" and document["pid"] == os.getpid()
     assert document["counters"] == {
-        "recognized": 2, "not_recognized": 1, "not_sent": 0, "unacknowledged": 0
+        "recognized": 2, "not_recognized": 1, "not_sent": 0, "unacknowledged": 0, "wakes": 4
     }  # fmt: skip
     assert document["last_utterance"] == "2023-11-14T22:13:20+00:00"
     assert document["outbox_depth"] == 7 and document["mqtt_connected"] is True
@@ -109,6 +109,7 @@ def test_snapshot_has_every_field() -> None:
     lines = describe(document, document["time"])
     assert lines[0].startswith("running: site hall")
     assert any("2 recognized, 1 not recognized" in line for line in lines)
+    assert any(line.startswith("wake words      4 heard") for line in lines)
 
 
 def test_status_file_is_replaced_atomically(tmp_path: Path) -> None:
@@ -260,6 +261,8 @@ model = "{packaged_model_dir()}"
 [audio]
 source = "stdin"
 rate = {RATE}
+[wake]
+engine = "none"
 [mqtt]
 host = "{HOST}"
 port = {broker.port}

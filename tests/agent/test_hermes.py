@@ -122,6 +122,33 @@ def test_text_captured_matches_asr_text_captured() -> None:
     assert body["sessionId"] == "s1"
 
 
+def test_hotword_detected_matches_rhasspy_hotword_detected() -> None:
+    message = hermes.hotword_detected("okay_nabu", "2", 0.85, "kitchen", "s1", "ko")
+    assert message.topic == "hermes/hotword/okay_nabu/detected"
+    assert (message.qos, message.retain) == (1, False)
+    assert json.loads(message.payload) == {
+        "modelId": "okay_nabu",
+        "modelVersion": "2",
+        "modelType": "universal",
+        "currentSensitivity": 0.85,
+        "siteId": "kitchen",
+        "sessionId": "s1",
+        "sendAudioCaptured": None,
+        "lang": "ko",
+        "customEntities": None,
+    }
+    for bad in ("", "a/b", "a+", "#"):
+        with pytest.raises(ValueError, match="cannot be used in an MQTT topic"):
+            hermes.hotword_detected(bad)
+
+
+def test_the_wake_word_is_named_in_captured_text_and_intents() -> None:
+    captured = hermes.text_captured("lights on", 1.0, 0.1, wakeword_id="okay_nabu")
+    intent = hermes.intent(DIM, wakeword_id="okay_nabu")
+    assert json.loads(captured.payload)["wakewordId"] == "okay_nabu"
+    assert json.loads(intent.payload)["wakewordId"] == "okay_nabu"
+
+
 def test_non_ascii_text_is_written_as_utf8() -> None:
     message = hermes.text_captured("거실 불 켜", 1.0, 0.5)
     assert "거실 불 켜".encode() in message.payload

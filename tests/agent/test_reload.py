@@ -93,7 +93,11 @@ def model(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Daemon:
     """The daemon as ``voice-agent run`` builds it (the Vosk model is loaded once here)."""
-    config = load_config(None, {"model.path": KO_MODEL, "vosk.model": packaged_model_dir()}, {})
+    config = load_config(
+        None,
+        {"model.path": KO_MODEL, "vosk.model": packaged_model_dir(), "wake.engine": "none"},
+        {},
+    )
     return build_daemon(config, MqttLink(MqttSettings(HOST)), None)
 
 
@@ -215,6 +219,7 @@ def agent(broker: Mosquitto, model: Path, tmp_path: Path) -> Iterator[_Agent]:
         "--source", "stdin", "--rate", str(RATE),
         "--host", HOST, "--port", str(broker.port),
         "--outbox", str(tmp_path / "outbox.sqlite"),
+        "--set", "wake.engine=none",
     ]  # fmt: skip
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, log.open("wb") as stderr:
         sock.bind(str(notify))

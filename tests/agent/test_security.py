@@ -45,6 +45,8 @@ model = "{packaged_model_dir()}"
 [audio]
 source = "wav"
 wav = "{wav}"
+[wake]
+engine = "none"
 [mqtt]
 host = "{HOST}"
 port = {port}

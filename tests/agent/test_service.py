@@ -58,6 +58,7 @@ def test_systemd_notifications(
         "--source", "stdin", "--rate", str(RATE),
         "--host", HOST, "--port", str(broker.port),
         "--outbox", str(tmp_path / "outbox.sqlite"),
+        "--set", "wake.engine=none",
     ]  # fmt: skip
     with (
         socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock,
