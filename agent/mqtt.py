@@ -23,6 +23,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -43,6 +44,12 @@ PROTOCOLS: Final = ("5", "3.1.1")
 Protocol = Literal["5", "3.1.1"]
 NOT_AUTHORIZED: Final = 0x87
 """The PUBACK reason code of a publish the broker's ACL denies (MQTT 5)."""
+SESSION_TAKEN_OVER: Final = 0x8E
+"""The DISCONNECT reason code of a broker that let another client log in with our id."""
+TAKEN_OVER_AFTER: Final = 3
+"""Connections in a row that end within ``SHORT_LIVED`` seconds before MQTT 3.1.1 (which
+has no reason codes) suspects a second client with the same id."""
+SHORT_LIVED: Final = 5.0
 MAX_INBOUND_PACKET: Final = 128 * 1024
 """The largest packet this client takes, sent as MQTT 5's Maximum Packet Size on CONNECT:
 the broker discards a bigger message for us instead of sending it, so a stranger's huge
@@ -61,6 +68,16 @@ class Receipt:
     empty when it was acknowledged or never reached the broker."""
     not_authorized: bool = False
     """The refusal was the broker's ACL (reason code 0x87)."""
+    failed: str = ""
+    """Why a publish that went out came to nothing: the connection was lost while it was
+    in flight, or no PUBACK came in time (empty when it was never sent: not connected).
+    A message that fails like this again and again is what the courier sets aside."""
+    lost: bool = False
+    """The connection ended while this publish waited for its PUBACK (the broker may have
+    closed it because of this very message)."""
+    undeliverable: str = ""
+    """Why this message can never be sent on this connection (bigger than the broker's
+    maximum packet size); the courier sets it aside at once."""
 
 
 _SENT: Final = Receipt(True)
@@ -116,6 +133,15 @@ class MqttSettings:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+def _packet_size(message: Message, id: str | None) -> int:
+    """An upper bound of the PUBLISH packet's size (fixed header, topic, packet id, the
+    user property ``id`` and a few bytes of property lengths, payload)."""
+    topic = len(message.topic.encode("utf-8"))
+    extra = 0 if id is None else 2 + 2 + 2 + len(id.encode("utf-8"))
+    body = 2 + topic + 2 + 4 + extra + len(message.payload)
+    return 1 + 4 + body
 
 
 def backoff(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -182,6 +208,16 @@ class MqttLink:
         # that paho reuses later overwrites the entry of an abandoned wait).
         self._acks: dict[int, ReasonCode] = {}
         self._acks_lock = threading.Lock()
+        # Bumped whenever a connection ends: a publish waiting for its PUBACK sees it and
+        # gives up at once (its copy in paho was discarded), instead of sitting out its
+        # timeout.
+        self._generation = 0
+        self._connects = 0
+        self._broker_max_packet = 0
+        """The broker's Maximum Packet Size from its CONNACK (MQTT 5); 0: not announced."""
+        self._short_lived = 0
+        self._connected_at = 0.0
+        self._taken_over_logged = False
         if self._v5:
             # MQTT 5 has no clean_session; a clean start is set at connect time.
             client = paho.Client(
@@ -238,6 +274,12 @@ class MqttLink:
         """True while the broker has accepted the connection and acknowledged ``online``."""
         return self._ready.is_set() and self._client.is_connected()
 
+    @property
+    def connects(self) -> int:
+        """Successful connections since this link was made (the courier tells a link that
+        flaps, connecting and dropping without delivering, from one that is down)."""
+        return self._connects
+
     def wait_connected(self, timeout: float) -> bool:
         """Block until connected or ``timeout`` seconds pass; True when connected."""
         return self._ready.wait(timeout) and self._client.is_connected()
@@ -283,9 +325,17 @@ class MqttLink:
         connection or no PUBACK within ``timeout`` seconds give an unacknowledged receipt
         with no refusal; a PUBACK with a failure reason code gives one with ``refused``.
         """
+        generation = self._generation  # before the check: a drop from now on is seen
         if not self.connected:
             logger.debug("not connected; dropping message to %s", message.topic)
             return _UNSENT
+        limit = self._broker_max_packet
+        if limit and _packet_size(message, id) > limit:
+            return Receipt(
+                False,
+                undeliverable=f"{_packet_size(message, id)} bytes as a packet, over the broker's"
+                f" maximum packet size of {limit} (mosquitto's max_packet_size)",
+            )
         properties = None
         if self._v5 and id is not None:
             properties = Properties(PacketTypes.PUBLISH)
@@ -298,21 +348,46 @@ class MqttLink:
                 retain=message.retain,
                 properties=properties,
             )
-            info.wait_for_publish(timeout)
+            deadline = time.monotonic() + timeout
+            # paho wakes wait_for_publish on the PUBACK; the slices only notice a lost
+            # connection (whose copy paho no longer holds: see _on_disconnect).
+            while not info.is_published() and self._generation == generation:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                info.wait_for_publish(min(left, 0.05))
             delivered = info.is_published()
         except (ValueError, RuntimeError) as err:
             logger.warning("publish to %s failed: %s", message.topic, err)
-            return _UNSENT
+            return Receipt(False, failed=f"publish failed: {err}")
         with self._acks_lock:
             reason = self._acks.pop(info.mid, None)
         if not delivered:
-            logger.warning("no acknowledgement for %s within %.1f s", message.topic, timeout)
-            return _UNSENT
+            if self._generation != generation:
+                return Receipt(
+                    False, failed="the connection was lost while it was in flight", lost=True
+                )
+            logger.warning(
+                "no acknowledgement for %s within %.1f s; dropping the connection so that"
+                " the outbox, not paho, sends it again",
+                message.topic, timeout,
+            )  # fmt: skip
+            self._drop_connection()
+            return Receipt(False, failed=f"no PUBACK within {timeout:g} s")
         if reason is not None and reason.is_failure:
             return Receipt(
                 False, f"{reason.getName()} (0x{reason.value:02x})", reason.value == NOT_AUTHORIZED
             )
         return _SENT
+
+    def _drop_connection(self) -> None:
+        """End the current connection so that paho reconnects (and discards its in-flight
+        copies): a connection that swallowed a PUBACK cannot be trusted with the next one,
+        and MQTT 5 allows a resend only on a new connection."""
+        sock = self._client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def subscribe(self, topic: str, qos: int, handler: Callable[[str, bytes], None]) -> None:
         """Call ``handler(topic, payload)`` for every message on ``topic`` (no wildcards),
@@ -391,9 +466,18 @@ class MqttLink:
             # The disconnect that follows schedules the retry and logs this.
             self._refused = f"broker refused the connection: {str(reason_code).lower()}"
             return
+        # The outbox is the only thing that retransmits: whatever paho kept from an earlier
+        # connection (a publish in flight when it broke) would otherwise go out again now,
+        # before the courier could check its expiry, and a second time when the courier
+        # sends it. paho documents this call for on_connect, before its own resend.
+        client.drop_out_messages()
         self._attempt = 0
         self._last_problem = ""
         self._refused = ""
+        self._connects += 1
+        self._connected_at = time.monotonic()
+        limit = getattr(properties, "MaximumPacketSize", 0) if properties is not None else 0
+        self._broker_max_packet = limit if isinstance(limit, int) else 0
         # Ready once the broker has stored the retained ``online`` (its PUBACK), so that
         # anyone who subscribes after wait_connected() returns is told the state.
         info = client.publish(self.settings.availability_topic, ONLINE, qos=1, retain=True)
@@ -448,8 +532,13 @@ class MqttLink:
     ) -> None:
         was_ready = self._ready.is_set()
         self._ready.clear()
+        # paho would resend its unacknowledged copies on the next connection; the courier
+        # decides what is sent again (and drops what expired meanwhile).
+        client.drop_out_messages()
+        self._generation += 1
         if self._stopping:
             return
+        self._notice_take_over(reason_code)
         delay = self._schedule_retry()
         refused, self._refused = self._refused, ""
         if was_ready:
@@ -473,3 +562,26 @@ class MqttLink:
             self._problem(
                 f"connection closed before the broker answered ({reason_code}){hint}", delay
             )
+
+    def _notice_take_over(self, reason_code: ReasonCode) -> None:
+        """Log once when another client uses our client id: the broker then drops whichever
+        connected first, so two agents with one id knock each other off every few seconds."""
+        taken = self._v5 and getattr(reason_code, "value", 0) == SESSION_TAKEN_OVER
+        if not self._v5 and self._connected_at:
+            short = time.monotonic() - self._connected_at < SHORT_LIVED
+            self._short_lived = self._short_lived + 1 if short else 0
+            taken = self._short_lived >= TAKEN_OVER_AFTER
+        self._connected_at = 0.0
+        if taken and not self._taken_over_logged:
+            self._taken_over_logged = True
+            cause = (
+                "the broker says session taken over"
+                if self._v5
+                else f"disconnected {self._short_lived} times within {SHORT_LIVED:g} s of"
+                " connecting"
+            )
+            logger.error(
+                "MQTT broker %s: another client uses the client id %r (%s); give each agent"
+                " its own mqtt.client_id (or leave it empty and set a distinct mqtt.site_id)",
+                self.settings.address, self.settings.client_id, cause,
+            )  # fmt: skip

@@ -105,11 +105,13 @@ class Mosquitto:
         password: bool = False,
         persistent: bool = False,
         acl: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         """``persistent``: keep sessions and queued messages across ``stop()``/``start()``
         (a restart on the same port), as a broker with a disk does. ``acl``: the text of
         an ``acl_file`` (mosquitto's format: ``user NAME`` then ``topic read|write|readwrite
-        PATTERN`` lines; anything not granted is denied)."""
+        PATTERN`` lines; anything not granted is denied). ``extra``: more configuration
+        lines, e.g. ``max_packet_size 600``."""
         self.directory = directory
         self.port = port or free_port()
         self.certificates = certificates
@@ -149,6 +151,7 @@ class Mosquitto:
                 f"certfile {certificates.server_cert}",
                 f"keyfile {certificates.server_key}",
             ]
+        lines += extra
         self.config = directory / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
         self.log = directory / "mosquitto.log"

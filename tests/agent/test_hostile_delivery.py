@@ -1,0 +1,293 @@
+"""Delivery under hostile conditions, against a real mosquitto: a proxy that swallows one
+direction or dies mid-flight, a message the broker cannot take, a full filesystem, two
+agents on one broker. Each test asserts what arrived, and how many times."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.actions import Message
+from agent.delivery import Courier
+from agent.mqtt import MqttLink, MqttSettings, Protocol
+from agent.outbox import Outbox, OutboxSettings
+from tests.agent.broker import HOST, Mosquitto, Subscriber, broker  # noqa: F401
+from tests.agent.proxy import Proxy
+
+FAST = {"reconnect_min": 0.1, "reconnect_max": 0.3}
+
+
+@pytest.fixture(autouse=True)
+def _logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="agent")
+
+
+class Agent:
+    """An outbox, a link (through ``port``) and a courier, stopped in the daemon's order."""
+
+    def __init__(
+        self, outbox: Outbox, port: int, site_id: str, protocol: Protocol = "5", **courier: float
+    ) -> None:
+        self.outbox = outbox
+        self.link = MqttLink(MqttSettings(HOST, port, site_id=site_id, protocol=protocol, **FAST))
+        options = {"retry_delay": 0.1, "publish_timeout": 1.0, **courier}
+        self.courier = Courier(outbox, self.link, **options)  # type: ignore[arg-type]
+
+    def __enter__(self) -> Courier:
+        self.link.start()
+        self.courier.start()
+        assert self.link.wait_connected(10)
+        return self.courier
+
+    def __exit__(self, *exc: object) -> None:
+        self.courier.stop()
+        self.link.stop()
+        self.outbox.close()
+
+
+def copies(sub: Subscriber, seconds: float) -> list[tuple[str, bytes, str]]:
+    """(topic, payload, id) of everything that arrives within ``seconds``."""
+    got = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            message = sub.get(left)
+        except AssertionError:
+            break
+        got.append((message.topic, message.payload, Subscriber.user_properties(message)["id"]))
+    return got
+
+
+def wait_until(condition: object, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.02)
+    return bool(condition())  # type: ignore[operator]
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    box = Outbox(OutboxSettings(tmp_path / "outbox.sqlite"))
+    yield box
+    box.close()
+
+
+def test_a_swallowed_puback_keeps_the_message_which_is_resent_after_reconnect_once(
+    broker: Mosquitto,  # noqa: F811
+    outbox: Outbox,
+) -> None:
+    with (
+        Proxy(broker.port) as proxy,
+        Subscriber(broker.port, "swallow/#", mqtt5=True) as sub,
+        Agent(outbox, proxy.port, "swallow") as courier,
+    ):
+        proxy.downstream = False  # the broker's PUBACK never reaches the agent
+        entry = courier.submit(Message("swallow/light/set", b"ON"))
+        first = sub.get(5)  # the broker has it and passed it on
+        assert wait_until(lambda: proxy.swallowed > 0)
+        proxy.downstream = True
+        assert outbox.depth == 1 and courier.sent == 0  # not acknowledged: kept
+        # No PUBACK within publish_timeout: the link reconnects and the outbox sends again.
+        got = [first, *[sub.get(5)]]
+        assert wait_until(lambda: outbox.depth == 0) and courier.sent == 1
+        rest = copies(sub, 1.5)
+        assert rest == []  # once acknowledged, never again (paho keeps no copy of its own)
+        assert [Subscriber.user_properties(m)["id"] for m in got] == [entry.id, entry.id]
+        assert proxy.connections == 2
+
+
+def test_a_link_that_dies_mid_flight_delivers_the_message_exactly_once_after_reconnect(
+    broker: Mosquitto,  # noqa: F811
+    outbox: Outbox,
+) -> None:
+    with (
+        Proxy(broker.port) as proxy,
+        Subscriber(broker.port, "midflight/#", mqtt5=True) as sub,
+        Agent(outbox, proxy.port, "midflight", publish_timeout=5.0) as courier,
+    ):
+        proxy.upstream = False  # the PUBLISH dies on the way
+        entry = courier.submit(Message("midflight/light/set", b"ON"))
+        assert wait_until(lambda: proxy.discarded > 0)
+        proxy.upstream = True
+        proxy.cut()  # and then the connection itself
+        got = copies(sub, 3.0)
+        assert got == [("midflight/light/set", b"ON", entry.id)]  # paho's copy is not resent
+        assert outbox.depth == 0 and courier.sent == 1
+
+
+def test_a_command_that_expires_while_the_link_is_down_is_never_replayed(
+    broker: Mosquitto,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outbox = Outbox(OutboxSettings(tmp_path / "outbox.sqlite", expire_after=2.0))
+    with (
+        Proxy(broker.port) as proxy,
+        Subscriber(broker.port, "late/#", mqtt5=True) as sub,
+        Agent(outbox, proxy.port, "late") as courier,
+    ):
+        proxy.upstream = False  # the agent -> broker leg is cut first ...
+        stale = courier.submit(Message("late/kitchen_light/set", b"ON"))
+        assert wait_until(lambda: proxy.discarded > 0)
+        proxy.accepting = False  # ... then the whole link goes down
+        proxy.cut()
+        time.sleep(2.5)  # longer than expire_after
+        assert outbox.depth == 1 or "expired" in caplog.text
+        proxy.upstream = True
+        proxy.accepting = True
+        assert courier.link.wait_connected(10)
+        fresh = courier.submit(Message("late/hall_light/set", b"ON"))
+        got = copies(sub, 2.0)
+        assert got == [("late/hall_light/set", b"ON", fresh.id)]  # the stale one: never
+        assert outbox.depth == 0
+    assert f"outbox dropped #{stale.seq} id={stale.id} late/kitchen_light/set: expired" in (
+        caplog.text
+    )
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_message_the_broker_cannot_take_is_set_aside_and_the_rest_flow(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, protocol: Protocol
+) -> None:
+    small = Mosquitto(tmp_path / "broker", extra=("max_packet_size 600",)).start()
+    outbox = Outbox(OutboxSettings(tmp_path / "outbox.sqlite"))
+    try:
+        with (
+            Subscriber(small.port, "poison/#", mqtt5=True) as sub,
+            Agent(outbox, small.port, "poison", protocol=protocol) as courier,
+        ):
+            big = courier.submit(Message("poison/intent", b"x" * 803))
+            behind = [courier.submit(Message("poison/light/set", str(n).encode())) for n in (1, 2)]
+            started = time.monotonic()
+            got = [sub.get(15) for _ in behind]
+            flowed = time.monotonic() - started
+            assert [m.payload for m in got] == [b"1", b"2"]
+            assert wait_until(lambda: outbox.depth == 0)
+            assert courier.set_aside == 1 and outbox.held == 1
+            assert copies(sub, 0.5) == []  # the big one never went through
+            [(kept, cause)] = outbox.set_aside_entries()
+            assert kept.id == big.id and kept.message.payload == b"x" * 803
+    finally:
+        small.stop()
+    print(f"MQTT {protocol}: the rest flowed {flowed:.1f} s after the poison message")
+    lines = [r.getMessage() for r in caplog.records if "set aside #" in r.getMessage()]
+    assert len(lines) == 1 and f"set aside #{big.seq} id={big.id} poison/intent" in lines[0]
+    if protocol == "5":  # mosquitto announces its limit in the CONNACK
+        assert "over the broker's maximum packet size of 600" in cause
+    else:  # 3.1.1 cannot say: the broker drops the connection on each try
+        assert cause.startswith("failed 3 times in a row (the connection was lost")
+
+
+def test_a_flapping_link_that_never_delivers_stops_the_watchdog(
+    broker: Mosquitto,  # noqa: F811
+    outbox: Outbox,
+) -> None:
+    with Proxy(broker.port) as proxy, Agent(outbox, proxy.port, "flap", flapping=1.0) as courier:
+        proxy.upstream = False  # every connection dies with the message in flight
+        courier.submit(Message("flap/light/set", b"ON"))
+        assert courier.stuck == ""
+        deadline = time.monotonic() + 10
+        while not courier.stuck and time.monotonic() < deadline:
+            proxy.cut()  # the link connects (upstream comes back briefly) and drops again
+            proxy.upstream = True
+            courier.link.wait_connected(2)
+            proxy.upstream = False
+            time.sleep(0.3)
+        assert "nothing delivered for" in courier.stuck and "flapping" in courier.stuck
+        proxy.upstream = True
+        proxy.cut()
+        assert wait_until(lambda: outbox.depth == 0 and not courier.stuck, 10)
+
+
+# -- a full disk --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KiB tmpfs: the outbox's own filesystem, which the test fills up."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the filesystem of ``directory`` to the last byte."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for block in (65536, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * block)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_disk_sends_each_message_once_refuses_new_ones_and_recovers(
+    broker: Mosquitto,  # noqa: F811
+    small_disk: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outbox = Outbox(OutboxSettings(small_disk / "outbox.sqlite", min_free=64 * 1024))
+    stored = [outbox.put(Message("full/light/set", str(n).encode())) for n in range(5)]
+    filler = fill(small_disk)
+    with (
+        Proxy(broker.port) as proxy,
+        Subscriber(broker.port, "full/#", mqtt5=True) as sub,
+    ):
+        proxy.accepting = False  # the broker comes back after the disk filled up
+        agent = Agent(outbox, proxy.port, "full")
+        agent.link.start()
+        agent.courier.start()
+        courier = agent.courier
+        try:
+            time.sleep(0.3)
+            proxy.accepting = True
+            got = copies(sub, 3.0)
+            # Each acknowledged once, though none could be deleted: no resend storm.
+            assert Counter(id_ for _, _, id_ in got) == {e.id: 1 for e in stored}
+            assert outbox.depth == 5 and courier.wait_drained(0.1)
+            assert "database or disk is full" in courier.disk_problem
+            assert not courier.publish(Message("full/light/set", b"new"))
+            filler.unlink()  # space comes back: the removals finish by themselves
+            assert wait_until(lambda: outbox.depth == 0 and not courier.disk_problem)
+            assert courier.publish(Message("full/light/set", b"new"))
+            assert [p for _, p, _ in copies(sub, 2.0)] == [b"new"]
+        finally:
+            agent.__exit__()
+    text = caplog.text
+    assert "cannot rollback" not in text
+    errors = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name in ("agent.delivery", "agent.outbox")
+    ]
+    assert errors == [
+        f"outbox {small_disk / 'outbox.sqlite'}: database or disk is full;"
+        f" #{stored[0].seq} id={stored[0].id} was delivered and will not be sent again;"
+        " delivery goes on, retrying the removal"
+    ]
+    refused = [r.getMessage() for r in caplog.records if "not queued for" in r.getMessage()]
+    assert refused == [
+        f"not queued for full/light/set: only 0 KiB free on {small_disk}, below the 64 KiB"
+        " the outbox keeps free; free some space"
+    ]
+    assert "resolved, the outbox is writable again" in text
