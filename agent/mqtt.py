@@ -17,8 +17,10 @@ say no: mosquitto acknowledges a denied publish like any other and drops it sile
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import random
+import re
 import socket
 import ssl
 import sys
@@ -26,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import paho.mqtt.client as paho
@@ -47,8 +50,8 @@ NOT_AUTHORIZED: Final = 0x87
 SESSION_TAKEN_OVER: Final = 0x8E
 """The DISCONNECT reason code of a broker that let another client log in with our id."""
 TAKEN_OVER_AFTER: Final = 3
-"""Connections in a row that end within ``SHORT_LIVED`` seconds before MQTT 3.1.1 (which
-has no reason codes) suspects a second client with the same id."""
+"""Connections in a row that end within ``SHORT_LIVED`` seconds before the link suspects a
+second client with the same id (when the broker does not say so with 0x8E)."""
 SHORT_LIVED: Final = 5.0
 MAX_INBOUND_PACKET: Final = 128 * 1024
 """The largest packet this client takes, sent as MQTT 5's Maximum Packet Size on CONNECT:
@@ -91,7 +94,7 @@ class MqttSettings:
     host: str
     port: int = 1883
     client_id: str = ""
-    """Empty: ``voice-agent-<site_id>``."""
+    """Empty: ``voice-agent-<site_id>-<machine>`` (:func:`default_client_id`)."""
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: bool = False
@@ -100,7 +103,8 @@ class MqttSettings:
     cert_file: str | None = None
     key_file: str | None = None
     keepalive: int = 30
-    site_id: str = "default"
+    site_id: str = ""
+    """Empty: from the host name (:func:`default_site_id`)."""
     availability_topic: str = ""
     """Empty: ``voice-agent/<site_id>/availability``."""
     reconnect_min: float = 1.0
@@ -109,8 +113,10 @@ class MqttSettings:
     """MQTT version: "5" (ids as user properties, refusals as reason codes) or "3.1.1"."""
 
     def __post_init__(self) -> None:
+        if not self.site_id:
+            object.__setattr__(self, "site_id", default_site_id())
         if not self.client_id:
-            object.__setattr__(self, "client_id", f"voice-agent-{self.site_id}")
+            object.__setattr__(self, "client_id", default_client_id(self.site_id))
         if not self.availability_topic:
             object.__setattr__(
                 self, "availability_topic", f"voice-agent/{self.site_id}/availability"
@@ -133,6 +139,35 @@ class MqttSettings:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+MACHINE_ID: Final = Path("/etc/machine-id")
+
+
+def default_site_id(hostname: str | None = None) -> str:
+    """The host name as a site id: letters, digits, '_' and '-' (anything else, such as the
+    dots of a domain, becomes '-'), at most 64 characters; "default" when there is none."""
+    name = (hostname if hostname is not None else socket.gethostname()).split(".")[0]
+    site = re.sub(r"[^A-Za-z0-9_-]", "-", name)[:64].strip("-")
+    return site or "default"
+
+
+def machine_tag(machine_id: Path = MACHINE_ID) -> str:
+    """8 hex digits that differ between machines: a hash of /etc/machine-id (systemd's,
+    unique per installation, but not shown to the broker as is), else of the host name."""
+    try:
+        seed = machine_id.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        seed = ""
+    seed = seed or socket.gethostname()
+    return hashlib.sha256(f"voice-agent:{seed}".encode()).hexdigest()[:8]
+
+
+def default_client_id(site_id: str) -> str:
+    """``voice-agent-<site_id>-<machine>``: unique per machine even when two agents were
+    given the same site id (a broker drops the first client when a second logs in with its
+    id, so two agents with one id knock each other off every few seconds)."""
+    return f"voice-agent-{site_id}-{machine_tag()}"
 
 
 def _packet_size(message: Message, id: str | None) -> int:
@@ -564,24 +599,29 @@ class MqttLink:
             )
 
     def _notice_take_over(self, reason_code: ReasonCode) -> None:
-        """Log once when another client uses our client id: the broker then drops whichever
-        connected first, so two agents with one id knock each other off every few seconds."""
-        taken = self._v5 and getattr(reason_code, "value", 0) == SESSION_TAKEN_OVER
-        if not self._v5 and self._connected_at:
+        """Log once when another client probably uses our client id: the broker then drops
+        whichever connected first, so two agents with one id knock each other off every few
+        seconds. MQTT 5 brokers may say so (reason code 0x8E; mosquitto 2.0 just closes the
+        socket), otherwise connections that keep ending right after they began tell."""
+        if self._connected_at:
             short = time.monotonic() - self._connected_at < SHORT_LIVED
             self._short_lived = self._short_lived + 1 if short else 0
-            taken = self._short_lived >= TAKEN_OVER_AFTER
         self._connected_at = 0.0
-        if taken and not self._taken_over_logged:
-            self._taken_over_logged = True
+        if self._taken_over_logged:
+            return
+        client_id = self.settings.client_id
+        if getattr(reason_code, "value", 0) == SESSION_TAKEN_OVER:
+            cause = f"session taken over: another client uses the client id {client_id!r}"
+        elif self._short_lived >= TAKEN_OVER_AFTER:
             cause = (
-                "the broker says session taken over"
-                if self._v5
-                else f"disconnected {self._short_lived} times within {SHORT_LIVED:g} s of"
-                " connecting"
+                f"disconnected {self._short_lived} times within {SHORT_LIVED:g} s of connecting:"
+                f" probably another client uses the client id {client_id!r}"
             )
-            logger.error(
-                "MQTT broker %s: another client uses the client id %r (%s); give each agent"
-                " its own mqtt.client_id (or leave it empty and set a distinct mqtt.site_id)",
-                self.settings.address, self.settings.client_id, cause,
-            )  # fmt: skip
+        else:
+            return
+        self._taken_over_logged = True
+        logger.error(
+            "MQTT broker %s: %s; give each agent its own mqtt.client_id (or leave it empty"
+            " and set a distinct mqtt.site_id)",
+            self.settings.address, cause,
+        )  # fmt: skip

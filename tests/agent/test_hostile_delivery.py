@@ -16,7 +16,7 @@ import pytest
 
 from agent.actions import Message
 from agent.delivery import Courier
-from agent.mqtt import MqttLink, MqttSettings, Protocol
+from agent.mqtt import MqttLink, MqttSettings, Protocol, default_site_id, machine_tag
 from agent.outbox import Outbox, OutboxSettings
 from tests.agent.broker import HOST, Mosquitto, Subscriber, broker  # noqa: F401
 from tests.agent.proxy import Proxy
@@ -291,3 +291,73 @@ def test_a_full_disk_sends_each_message_once_refuses_new_ones_and_recovers(
         " the outbox keeps free; free some space"
     ]
     assert "resolved, the outbox is writable again" in text
+
+
+# -- two agents on one broker -------------------------------------------------------------
+
+
+def test_default_ids_come_from_the_host_and_the_machine(tmp_path: Path) -> None:
+    assert default_site_id("Kitchen-Pi.local") == "Kitchen-Pi"
+    assert default_site_id("pi 4+living#room") == "pi-4-living-room"
+    assert default_site_id("") == "default"
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.write_text("3d1219c7c4c5404aaa1f6d2a48adfda4\n")
+    second.write_text("9f0e6a1b2c3d4e5f60718293a4b5c6d7\n")
+    assert machine_tag(first) != machine_tag(second)
+    assert machine_tag(first) == machine_tag(first)
+    assert machine_tag(tmp_path / "missing") == machine_tag(tmp_path / "missing too")  # host
+    settings = MqttSettings(HOST)
+    assert settings.site_id == default_site_id()
+    assert settings.client_id == f"voice-agent-{settings.site_id}-{machine_tag()}"
+
+
+def test_two_agents_with_the_same_site_id_on_two_machines_stay_connected(
+    broker: Mosquitto,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ids = []
+    for name, machine in (("a", "3d1219c7c4c5404aaa1f6d2a48adfda4"), ("b", "9f0e6a1b2c3d")):
+        (tmp_path / name).write_text(machine)
+        ids.append(f"voice-agent-kitchen-{machine_tag(tmp_path / name)}")
+    links = [
+        MqttLink(MqttSettings(HOST, broker.port, site_id="kitchen", client_id=id_, **FAST))
+        for id_ in ids
+    ]
+    for link in links:
+        link.start()
+    try:
+        assert all(link.wait_connected(10) for link in links)
+        time.sleep(3.0)
+        assert [link.connects for link in links] == [1, 1]  # nobody was knocked off
+        assert all(link.connected for link in links)
+    finally:
+        for link in links:
+            link.stop()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_duplicate_client_id_is_logged_once_with_the_fix(
+    broker: Mosquitto,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+    protocol: Protocol,
+) -> None:
+    settings = MqttSettings(
+        HOST, broker.port, client_id="voice-agent-twin", protocol=protocol, **FAST
+    )
+    links = [MqttLink(settings), MqttLink(settings)]
+    for link in links:
+        link.start()
+    try:
+        assert wait_until(lambda: "uses the client id" in caplog.text, 15)
+        time.sleep(1.0)  # more take-overs: still one line
+    finally:
+        for link in links:
+            link.stop()
+    lines = [r.getMessage() for r in caplog.records if "uses the client id" in r.getMessage()]
+    # mosquitto 2.0 closes the socket rather than sending MQTT 5's 0x8E "session taken over".
+    assert lines[0] == (
+        f"MQTT broker {settings.address}: disconnected 3 times within 5 s of connecting:"
+        " probably another client uses the client id 'voice-agent-twin'; give each agent its"
+        " own mqtt.client_id (or leave it empty and set a distinct mqtt.site_id)"
+    )
+    assert len(lines) <= 2  # once per link (each of the two logs it once)

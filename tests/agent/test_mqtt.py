@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.actions import Message
-from agent.mqtt import MqttLink, MqttSettings, backoff
+from agent.mqtt import MqttLink, MqttSettings, backoff, machine_tag
 from tests.agent.broker import (  # noqa: F401
     ACL_DENIED,
     HOST,
@@ -55,7 +55,7 @@ def _mqtt_logs(caplog: pytest.LogCaptureFixture) -> None:
 def test_online_is_retained_and_stop_publishes_offline(broker: Mosquitto) -> None:  # noqa: F811
     settings = MqttSettings(HOST, broker.port, site_id="avail", **FAST)
     assert settings.availability_topic == "voice-agent/avail/availability"
-    assert settings.client_id == "voice-agent-avail"
+    assert settings.client_id == f"voice-agent-avail-{machine_tag()}"
     link = MqttLink(settings)
     link.start()
     try:
