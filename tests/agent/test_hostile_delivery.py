@@ -11,11 +11,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from agent.actions import Message
 from agent.delivery import Courier
+from agent.doctor import check_state_directory
 from agent.mqtt import MqttLink, MqttSettings, Protocol, default_site_id, machine_tag
 from agent.outbox import Outbox, OutboxSettings
 from tests.agent.broker import HOST, Mosquitto, Subscriber, broker  # noqa: F401
@@ -361,3 +363,18 @@ def test_a_duplicate_client_id_is_logged_once_with_the_fix(
         " own mqtt.client_id (or leave it empty and set a distinct mqtt.site_id)"
     )
     assert len(lines) <= 2  # once per link (each of the two logs it once)
+
+
+def test_doctor_fails_the_state_directory_below_the_free_space_floor(small_disk: Path) -> None:
+    settings = OutboxSettings(small_disk / "state" / "outbox.sqlite", min_free=64 * 1024)
+    (small_disk / "state").mkdir()
+    config = SimpleNamespace(outbox=settings)  # the one section the check reads
+    assert check_state_directory(config).ok  # type: ignore[arg-type]
+    fill(small_disk)
+    check = check_state_directory(config)  # type: ignore[arg-type]
+    assert not check.ok
+    assert check.detail.endswith(
+        ", 0.0 MiB free: only 0 KiB free, below the 64 KiB the outbox keeps free: new commands"
+        " are refused"
+    )
+    assert check.hint == f"free some space on {small_disk / 'state'}"
