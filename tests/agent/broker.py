@@ -48,6 +48,9 @@ class Certificates:
     server_cert: Path
     server_key: Path
     wrong_ca: Path
+    other_host_cert: Path
+    """Signed by ``ca`` too, but for another host (other.example) only."""
+    other_host_key: Path
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -66,31 +69,38 @@ def _self_signed_ca(directory: Path, name: str) -> None:
 
 
 def make_certificates(directory: Path) -> Certificates:
-    """A CA, a server certificate it signed for localhost and 127.0.0.1, and a stranger CA."""
+    """A CA, a server certificate it signed for localhost and 127.0.0.1, one it signed for
+    another host, and a stranger CA."""
     directory.mkdir(parents=True, exist_ok=True)
     _self_signed_ca(directory, "ca")
     _self_signed_ca(directory, "wrong-ca")
-    (directory / "server.ext").write_text(
+    _server_certificate(directory, "server", "localhost", "DNS:localhost,IP:127.0.0.1")
+    _server_certificate(directory, "other-host", "other.example", "DNS:other.example")
+    return Certificates(
+        directory / "ca.crt", directory / "server.crt", directory / "server.key",
+        directory / "wrong-ca.crt", directory / "other-host.crt", directory / "other-host.key",
+    )  # fmt: skip
+
+
+def _server_certificate(directory: Path, name: str, common_name: str, names: str) -> None:
+    """``name``.crt and .key: a server certificate from ``ca`` for ``names`` (subjectAltName)."""
+    (directory / f"{name}.ext").write_text(
         "basicConstraints=CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyAgreement\n"
         "extendedKeyUsage=serverAuth\n"
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        f"subjectAltName={names}\n"
         "subjectKeyIdentifier=hash\n"
         "authorityKeyIdentifier=keyid\n"
     )
     _openssl(
         "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={common_name}",
         cwd=directory,
     )  # fmt: skip
     _openssl(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext",
+        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
         cwd=directory,
-    )  # fmt: skip
-    return Certificates(
-        directory / "ca.crt", directory / "server.crt", directory / "server.key",
-        directory / "wrong-ca.crt",
     )  # fmt: skip
 
 
@@ -106,12 +116,14 @@ class Mosquitto:
         persistent: bool = False,
         acl: str | None = None,
         extra: tuple[str, ...] = (),
+        other_host: bool = False,
     ) -> None:
         """``persistent``: keep sessions and queued messages across ``stop()``/``start()``
         (a restart on the same port), as a broker with a disk does. ``acl``: the text of
         an ``acl_file`` (mosquitto's format: ``user NAME`` then ``topic read|write|readwrite
         PATTERN`` lines; anything not granted is denied). ``extra``: more configuration
-        lines, e.g. ``max_packet_size 600``."""
+        lines, e.g. ``max_packet_size 600``. ``other_host``: with ``certificates``, serve
+        the certificate issued for another host name."""
         self.directory = directory
         self.port = port or free_port()
         self.certificates = certificates
@@ -146,11 +158,12 @@ class Mosquitto:
             acl_path.write_text(acl)
             lines.append(f"acl_file {acl_path}")
         if certificates is not None:
-            lines += [
-                f"cafile {certificates.ca}",
-                f"certfile {certificates.server_cert}",
-                f"keyfile {certificates.server_key}",
-            ]
+            cert, key = (
+                (certificates.other_host_cert, certificates.other_host_key)
+                if other_host
+                else (certificates.server_cert, certificates.server_key)
+            )
+            lines += [f"cafile {certificates.ca}", f"certfile {cert}", f"keyfile {key}"]
         lines += extra
         self.config = directory / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
@@ -309,6 +322,19 @@ def tls_broker(
 ) -> Iterator[Mosquitto]:
     """An anonymous mosquitto that speaks only TLS, with a certificate from ``certificates.ca``."""
     process = Mosquitto(tmp_path_factory.mktemp("mosquitto-tls"), certificates=certificates)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def other_host_broker(
+    tmp_path_factory: pytest.TempPathFactory, certificates: Certificates
+) -> Iterator[Mosquitto]:
+    """A TLS mosquitto whose certificate, from the right CA, names other.example only."""
+    process = Mosquitto(
+        tmp_path_factory.mktemp("mosquitto-other-host"), certificates=certificates, other_host=True
+    )
     process.start()
     yield process
     process.stop()

@@ -28,6 +28,7 @@ from tests.agent.broker import (  # noqa: F401
     broker,
     certificates,
     free_port,
+    other_host_broker,
     tls_broker,
 )
 
@@ -249,6 +250,31 @@ def test_tls_with_a_wrong_ca_says_certificate_verify_failed(
         assert f"localhost:{tls_broker.port}" in line
         assert not link.connected
         assert link.publish(Message("tls/x", b"1"), timeout=1) is False
+    finally:
+        link.stop()
+
+
+def test_tls_to_a_broker_whose_certificate_names_another_host_is_refused(
+    other_host_broker: Mosquitto,  # noqa: F811
+    certificates: Certificates,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The right CA signed it, so only the host-name check stands between the agent and a
+    # broker impersonating this one with any certificate that CA ever issued.
+    settings = MqttSettings(
+        "localhost", other_host_broker.port, tls=True, ca_file=str(certificates.ca),
+        site_id="tls-host", **FAST,
+    )  # fmt: skip
+    link = MqttLink(settings)
+    link.start()
+    try:
+        line = wait_log(caplog, "certificate verify failed")
+        assert line.startswith(
+            f"MQTT broker localhost:{other_host_broker.port}: TLS certificate verify failed:"
+            " Hostname mismatch, certificate is not valid for 'localhost'."
+        ), line
+        time.sleep(0.5)
+        assert not link.connected and link.connects == 0
     finally:
         link.stop()
 
