@@ -149,7 +149,8 @@ class Courier:
     def set_aside(self) -> int:
         """Messages set aside as undeliverable (in the outbox's ``set_aside`` table, or in
         memory while the disk refuses the move)."""
-        return self.outbox.held + sum(why == "set aside" for why in self._done.values())
+        # A copy: the health report's thread reads while the courier's thread writes.
+        return self.outbox.held + sum(why == "set aside" for why in self._done.copy().values())
 
     @property
     def disk_problem(self) -> str:
@@ -313,12 +314,18 @@ class Courier:
             return min(self.prune_interval if wait is None else wait, self.prune_interval)
         if not self.link.connected:
             return self.retry_delay
-        if entry.expired(self.outbox.clock()):
+        now = self.outbox.clock()
+        if entry.expired(now):
             # Checked again immediately before the send: pruning or waiting for the link
             # may have taken long enough for the head to expire meanwhile.
             self._last_prune = -float("inf")
             return 0.0
-        receipt = self.link.deliver(entry.message, self.publish_timeout, id=entry.id)
+        expires_in = None
+        if entry.expire_after is not None:
+            expires_in = entry.expire_after - abs(now - entry.created)
+        receipt = self.link.deliver(
+            entry.message, self.publish_timeout, id=entry.id, expires_in=expires_in
+        )
         if receipt.refused:
             self._set_aside(entry, receipt.refused, receipt.not_authorized)
             return 0.0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import random
 import re
 import socket
@@ -170,13 +171,20 @@ def default_client_id(site_id: str) -> str:
     return f"voice-agent-{site_id}-{machine_tag()}"
 
 
-def _packet_size(message: Message, id: str | None) -> int:
-    """An upper bound of the PUBLISH packet's size (fixed header, topic, packet id, the
-    user property ``id`` and a few bytes of property lengths, payload)."""
-    topic = len(message.topic.encode("utf-8"))
-    extra = 0 if id is None else 2 + 2 + 2 + len(id.encode("utf-8"))
-    body = 2 + topic + 2 + 4 + extra + len(message.payload)
-    return 1 + 4 + body
+def _packet_size(message: Message, id: str | None, expiry: bool = False) -> int:
+    """The size of the MQTT 5 PUBLISH packet (QoS 1) that carries ``message``: what a
+    broker compares with its maximum packet size."""
+
+    def varint(n: int) -> int:
+        return 1 if n < 128 else 2 if n < 16_384 else 3 if n < 2_097_152 else 4
+
+    properties = 0 if id is None else 1 + (2 + 2) + (2 + len(id.encode("utf-8")))
+    properties += 5 if expiry else 0  # the Message Expiry Interval: 1 + 4 bytes
+    remaining = (
+        2 + len(message.topic.encode("utf-8")) + 2  # topic, packet id
+        + varint(properties) + properties + len(message.payload)
+    )  # fmt: skip
+    return 1 + varint(remaining) + remaining
 
 
 def backoff(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -352,8 +360,14 @@ class MqttLink:
         timeout: float = 5.0,
         *,
         id: str | None = None,  # shadows the builtin: the Hermes field is called id
+        expires_in: float | None = None,
     ) -> Receipt:
         """Publish, wait for the broker's PUBACK (QoS 1) and say what it was.
+
+        ``expires_in``: seconds the message still means something; under MQTT 5 it goes
+        out as the Message Expiry Interval (rounded up), so that a broker holding it for a
+        consumer that is away (a persistent session) discards it instead of handing it
+        over late. Not for retained messages, whose expiry would empty the retained state.
 
         ``id``: the message's stable id, sent as the MQTT 5 user property ``id`` (ignored
         under 3.1.1). Never raises for a network problem: not connected, a lost
@@ -364,17 +378,22 @@ class MqttLink:
         if not self.connected:
             logger.debug("not connected; dropping message to %s", message.topic)
             return _UNSENT
+        expiry = self._v5 and expires_in is not None and not message.retain
         limit = self._broker_max_packet
-        if limit and _packet_size(message, id) > limit:
+        size = _packet_size(message, id, expiry)
+        if limit and size > limit:
             return Receipt(
                 False,
-                undeliverable=f"{_packet_size(message, id)} bytes as a packet, over the broker's"
-                f" maximum packet size of {limit} (mosquitto's max_packet_size)",
+                undeliverable=f"{size} bytes as a packet, over the broker's maximum packet"
+                f" size of {limit} (mosquitto's max_packet_size)",
             )
         properties = None
-        if self._v5 and id is not None:
+        if self._v5 and (id is not None or expiry):
             properties = Properties(PacketTypes.PUBLISH)
-            properties.UserProperty = ("id", id)
+            if id is not None:
+                properties.UserProperty = ("id", id)
+            if expiry:
+                properties.MessageExpiryInterval = max(1, math.ceil(expires_in))  # type: ignore[arg-type]
         try:
             info = self._client.publish(
                 message.topic,

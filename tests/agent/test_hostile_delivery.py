@@ -18,7 +18,14 @@ import pytest
 from agent.actions import Message
 from agent.delivery import Courier
 from agent.doctor import check_state_directory
-from agent.mqtt import MqttLink, MqttSettings, Protocol, default_site_id, machine_tag
+from agent.mqtt import (
+    MqttLink,
+    MqttSettings,
+    Protocol,
+    _packet_size,  # checked against mosquitto's own count
+    default_site_id,
+    machine_tag,
+)
 from agent.outbox import Outbox, OutboxSettings
 from tests.agent.broker import HOST, Mosquitto, Subscriber, broker  # noqa: F401
 from tests.agent.proxy import Proxy
@@ -166,11 +173,19 @@ def test_a_message_the_broker_cannot_take_is_set_aside_and_the_rest_flow(
             Agent(outbox, small.port, "poison", protocol=protocol) as courier,
         ):
             big = courier.submit(Message("poison/intent", b"x" * 803))
-            behind = [courier.submit(Message("poison/light/set", str(n).encode())) for n in (1, 2)]
+            for n in (1, 2):  # behind it
+                courier.submit(Message("poison/light/set", str(n).encode()))
+            # Exactly at the limit under MQTT 5 (the packet with its id and expiry): it fits.
+            edge = next(
+                Message("poison/edge", b"e" * n)
+                for n in range(600)
+                if _packet_size(Message("poison/edge", b"e" * n), "0" * 32, expiry=True) == 600
+            )
+            courier.submit(edge)
             started = time.monotonic()
-            got = [sub.get(15) for _ in behind]
+            got = [sub.get(15) for _ in range(3)]
             flowed = time.monotonic() - started
-            assert [m.payload for m in got] == [b"1", b"2"]
+            assert [m.payload for m in got] == [b"1", b"2", edge.payload]
             assert wait_until(lambda: outbox.depth == 0)
             assert courier.set_aside == 1 and outbox.held == 1
             assert copies(sub, 0.5) == []  # the big one never went through
@@ -378,3 +393,23 @@ def test_doctor_fails_the_state_directory_below_the_free_space_floor(small_disk:
         " are refused"
     )
     assert check.hint == f"free some space on {small_disk / 'state'}"
+
+
+def test_a_consumer_that_was_away_does_not_get_an_expired_command_from_the_broker(
+    broker: Mosquitto,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # A consumer with a persistent session (Home Assistant restarting): the broker keeps
+    # what arrives meanwhile, and would hand it over however late; the Message Expiry
+    # Interval (MQTT 5) tells it when to throw it away instead.
+    Subscriber(broker.port, "away/#", client_id="away-consumer", mqtt5=True).close()
+    outbox = Outbox(OutboxSettings(tmp_path / "outbox.sqlite", expire_after=2.0))
+    with Agent(outbox, broker.port, "away") as courier:
+        stale = courier.submit(Message("away/kitchen_light/set", b"ON"))
+        fresh = courier.submit(Message("away/hall_light/set", b"ON"), expire_after=60.0)
+        assert courier.wait_drained(5)
+    time.sleep(3.0)  # the consumer comes back after the first command's expiry
+    with Subscriber(broker.port, "away/#", client_id="away-consumer", mqtt5=True) as sub:
+        got = copies(sub, 1.0)
+    assert got == [("away/hall_light/set", b"ON", fresh.id)]  # not stale.id
+    assert stale.id != fresh.id
