@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -18,6 +20,7 @@ import pytest
 from agent.actions import Message
 from agent.delivery import Courier
 from agent.doctor import check_state_directory
+from agent.liveness import Liveness
 from agent.mqtt import (
     MqttLink,
     MqttSettings,
@@ -26,6 +29,7 @@ from agent.mqtt import (
     default_site_id,
     machine_tag,
 )
+from agent.notify import Notifier
 from agent.outbox import Outbox, OutboxSettings
 from tests.agent.broker import HOST, Mosquitto, Subscriber, broker  # noqa: F401
 from tests.agent.proxy import Proxy
@@ -205,8 +209,22 @@ def test_a_message_the_broker_cannot_take_is_set_aside_and_the_rest_flow(
 def test_a_flapping_link_that_never_delivers_stops_the_watchdog(
     broker: Mosquitto,  # noqa: F811
     outbox: Outbox,
+    tmp_path: Path,
 ) -> None:
-    with Proxy(broker.port) as proxy, Agent(outbox, proxy.port, "flap", flapping=1.0) as courier:
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))  # where systemd's socket would be
+    notify.settimeout(1.0)
+    with (
+        notify,
+        Proxy(broker.port) as proxy,
+        Agent(outbox, proxy.port, "flap", flapping=1.0) as courier,
+    ):
+        liveness = Liveness(
+            Notifier(str(tmp_path / "notify"), watchdog_usec=2_000_000),
+            {"courier thread": courier},
+            stall_timeout=60.0,
+        )
+        assert liveness.check() and notify.recv(64) == b"WATCHDOG=1"
         proxy.upstream = False  # every connection dies with the message in flight
         courier.submit(Message("flap/light/set", b"ON"))
         assert courier.stuck == ""
@@ -218,9 +236,12 @@ def test_a_flapping_link_that_never_delivers_stops_the_watchdog(
             proxy.upstream = False
             time.sleep(0.3)
         assert "nothing delivered for" in courier.stuck and "flapping" in courier.stuck
+        assert not liveness.check()  # no ping: systemd restarts the agent
+        assert notify.recv(256).startswith(b"STATUS=unhealthy: courier thread: nothing delivered")
         proxy.upstream = True
         proxy.cut()
         assert wait_until(lambda: outbox.depth == 0 and not courier.stuck, 10)
+        assert liveness.check() and notify.recv(64) == b"WATCHDOG=1"
 
 
 # -- a full disk --------------------------------------------------------------------------
@@ -413,3 +434,22 @@ def test_a_consumer_that_was_away_does_not_get_an_expired_command_from_the_broke
         got = copies(sub, 1.0)
     assert got == [("away/hall_light/set", b"ON", fresh.id)]  # not stale.id
     assert stale.id != fresh.id
+
+
+def test_a_full_disk_is_named_in_one_line_not_hidden_behind_a_rollback_error(
+    small_disk: Path,
+) -> None:
+    now = [1_800_000_000.0]
+    settings = OutboxSettings(small_disk / "outbox.sqlite", min_free=0, expire_after=5.0)
+    with Outbox(settings, lambda: now[0]) as outbox:
+        # One transaction (the WAL grows by a page per commit); enough messages that
+        # deleting them all needs new pages.
+        outbox.put_many([Message(f"rollback/{n}", b"x" * 200) for n in range(200)])
+        fill(small_disk)
+        with pytest.raises(sqlite3.OperationalError) as put:
+            outbox.put(Message("rollback/new", b"x" * 2000))
+        now[0] += 10  # all of them expired
+        with pytest.raises(sqlite3.OperationalError) as prune:
+            outbox.prune()
+        assert (str(put.value), str(prune.value)) == ("database or disk is full",) * 2
+        assert outbox.depth == 200  # nothing half done
