@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,6 +274,17 @@ class Subscriber:
             if message.topic == topic and (payload is None or message.payload == payload):
                 return message
 
+    def drain(self, seconds: float) -> list[paho.MQTTMessage]:
+        """Every message that arrives within ``seconds`` (to count copies of each)."""
+        got = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                got.append(self.messages.get(timeout=left))
+            except queue.Empty:
+                break
+        return got
+
     @staticmethod
     def user_properties(message: paho.MQTTMessage) -> dict[str, str]:
         """The MQTT 5 user properties of ``message`` (empty under 3.1.1)."""
@@ -293,6 +304,14 @@ class Subscriber:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,8 @@ agents on one broker. Each test asserts what arrived, and how many times."""
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sqlite3
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,7 +29,8 @@ from agent.mqtt import (
 )
 from agent.notify import Notifier
 from agent.outbox import Outbox, OutboxSettings
-from tests.agent.broker import HOST, Mosquitto, Subscriber, broker  # noqa: F401
+from tests.agent.broker import HOST, Mosquitto, Subscriber, broker, wait_until  # noqa: F401
+from tests.agent.disk import NoSmallDisk, fill, small_filesystem
 from tests.agent.proxy import Proxy
 
 FAST = {"reconnect_min": 0.1, "reconnect_max": 0.3}
@@ -67,22 +66,7 @@ class Agent:
 
 def copies(sub: Subscriber, seconds: float) -> list[tuple[str, bytes, str]]:
     """(topic, payload, id) of everything that arrives within ``seconds``."""
-    got = []
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            message = sub.get(left)
-        except AssertionError:
-            break
-        got.append((message.topic, message.payload, Subscriber.user_properties(message)["id"]))
-    return got
-
-
-def wait_until(condition: object, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
-        time.sleep(0.02)
-    return bool(condition())  # type: ignore[operator]
+    return [(m.topic, m.payload, Subscriber.user_properties(m)["id"]) for m in sub.drain(seconds)]
 
 
 @pytest.fixture
@@ -250,33 +234,11 @@ def test_a_flapping_link_that_never_delivers_stops_the_watchdog(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 512 KiB tmpfs: the outbox's own filesystem, which the test fills up."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
     try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def fill(directory: Path) -> Path:
-    """Fill the filesystem of ``directory`` to the last byte."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        for block in (65536, 4096, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * block)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
+        with small_filesystem(tmp_path / "small") as mount:
+            yield mount
+    except NoSmallDisk as err:
+        pytest.skip(str(err))
 
 
 def test_a_full_disk_sends_each_message_once_refuses_new_ones_and_recovers(
