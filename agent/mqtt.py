@@ -411,7 +411,10 @@ class MqttLink:
                     break
                 info.wait_for_publish(min(left, 0.05))
             delivered = info.is_published()
-        except (ValueError, RuntimeError) as err:
+        except ValueError as err:
+            # paho refuses the message itself (an invalid topic): it never will take it.
+            return Receipt(False, failed=str(err), undeliverable=f"paho refuses it: {err}")
+        except RuntimeError as err:
             logger.warning("publish to %s failed: %s", message.topic, err)
             return Receipt(False, failed=f"publish failed: {err}")
         with self._acks_lock:
@@ -439,7 +442,7 @@ class MqttLink:
         copies): a connection that swallowed a PUBACK cannot be trusted with the next one,
         and MQTT 5 allows a resend only on a new connection."""
         sock = self._client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):  # TLS sockets too; not paho's websocket wrapper
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
