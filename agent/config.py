@@ -159,10 +159,13 @@ stall_timeout = 10.0
 host = "localhost"
 # Broker port (1 to 65535); unset: 1883, or 8883 with tls = true.
 # port = 1883
-# MQTT client id; "" derives "voice-agent-<site_id>".
+# MQTT client id, unique per broker; "" derives "voice-agent-<site_id>-<machine>",
+# <machine> being 8 hex digits from /etc/machine-id (or the host name), so that two Pis
+# never share one (a broker drops the first when a second logs in with its id).
 client_id = ""
-# This agent's site id in Hermes messages and topics.
-site_id = "default"
+# This agent's site id in Hermes messages and topics; "" derives it from the host name
+# (letters, digits, '_' and '-'; others become '-'), so each Pi is its own site.
+site_id = ""
 # User name; "" logs in anonymously.
 username = ""
 # The password, one of three ways (at most one, and only with a username):
@@ -598,7 +601,7 @@ _SCHEMA: Final[Mapping[str, _Key]] = MappingProxyType(
         ),
         "mqtt.port": _Key(1883, _integer(1, 65535), "int"),
         "mqtt.client_id": _Key("", _string()),
-        "mqtt.site_id": _Key("default", _string(empty=False, forbid="+#/")),
+        "mqtt.site_id": _Key("", _string(forbid="+#/")),
         "mqtt.username": _Key("", _string()),
         "mqtt.password": _Key("", _string()),
         "mqtt.password_file": _Key("", _path, "path"),

@@ -557,12 +557,31 @@ def _owner(path: Path) -> str:
     return f"{user}:{group}"
 
 
+def _free_space(folder: Path, floor: int) -> tuple[str, str]:
+    """ ", N MiB free" for the check's line, and the problem ("" when none): below ``floor``
+    the daemon stores no new utterance (see ``OutboxSettings.min_free``)."""
+    info = os.statvfs(folder)
+    free = info.f_bavail * info.f_frsize
+    text = f", {free / 2**20:.1f} MiB free"
+    if free < floor:
+        return text, (
+            f"only {free // 1024} KiB free, below the {floor // 1024} KiB the outbox keeps"
+            " free: new commands are refused"
+        )
+    return text, ""
+
+
 def check_state_directory(config: Config) -> Check:
     name = "state directory"
     folder = config.outbox.path.parent
+    floor = config.outbox.min_free
     if folder.is_dir():
         if os.access(folder, os.W_OK | os.X_OK):
-            return Check(name, True, f"{folder} writable ({_mode(folder):04o} {_owner(folder)})")
+            free, low = _free_space(folder, floor)
+            detail = f"{folder} writable ({_mode(folder):04o} {_owner(folder)}){free}"
+            if low:
+                return Check(name, False, f"{detail}: {low}", f"free some space on {folder}")
+            return Check(name, True, detail)
         return Check(
             name,
             False,
@@ -571,7 +590,11 @@ def check_state_directory(config: Config) -> Check:
         )
     ancestor = next(p for p in folder.parents if p.exists())
     if os.access(ancestor, os.W_OK | os.X_OK):
-        return Check(name, True, f"{folder} will be created (in {ancestor}, writable)")
+        free, low = _free_space(ancestor, floor)
+        detail = f"{folder} will be created (in {ancestor}, writable{free})"
+        if low:
+            return Check(name, False, f"{detail}: {low}", f"free some space on {ancestor}")
+        return Check(name, True, detail)
     return Check(
         name,
         False,

@@ -30,6 +30,7 @@ from agent.errors import UsageError
 if TYPE_CHECKING:
     from agent.config import Config
     from agent.daemon import Counters, Daemon, Outcome
+    from agent.delivery import Courier
     from agent.mqtt import MqttLink
     from agent.outbox import Outbox
 
@@ -125,6 +126,7 @@ class Health:
         outbox_depth: Callable[[], int],
         connected: Callable[[], bool],
         interval: float,
+        delivery: Callable[[], Mapping[str, Any]] | None = None,
         window: int = WINDOW,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -134,6 +136,8 @@ class Health:
         self.counters = counters
         self.outbox_depth = outbox_depth
         self.connected = connected
+        self.delivery = delivery
+        """The courier's figures: ``set_aside``, ``refused`` (counts), ``disk_problem``."""
         self.interval = interval
         self.clock = clock
         self.started = clock()
@@ -174,6 +178,7 @@ class Health:
             "mqtt_connected": self.connected(),
             "last_utterance": _iso(c.last_utterance),
             "outbox_depth": self.outbox_depth(),
+            "delivery": dict(self.delivery()) if self.delivery is not None else {},
             "counters": {
                 "recognized": c.recognized,
                 "not_recognized": c.not_recognized,
@@ -253,7 +258,12 @@ class StatusReporter:
 
 
 def start_health(
-    config: Config, link: MqttLink, outbox: Outbox, daemon: Daemon, stack: ExitStack
+    config: Config,
+    link: MqttLink,
+    outbox: Outbox,
+    daemon: Daemon,
+    stack: ExitStack,
+    courier: Courier | None = None,
 ) -> StatusReporter | None:
     """Report the daemon's health every ``status.interval`` seconds (None when 0);
     ``stack`` writes the final ``stopped`` report."""
@@ -269,6 +279,7 @@ def start_health(
         outbox_depth=lambda: outbox.depth,
         connected=lambda: link.connected,
         interval=interval,
+        delivery=None if courier is None else lambda: delivery_figures(courier, outbox),
     )
     daemon.on_outcome.append(health.observe)
     daemon.on_models.append(
@@ -282,6 +293,17 @@ def start_health(
     reporter.start()
     stack.callback(reporter.stop)
     return reporter
+
+
+def delivery_figures(courier: Courier, outbox: Outbox) -> dict[str, Any]:
+    """What the health report says about delivery: messages set aside as undeliverable,
+    refused by the broker (retried), the outbox's disk problem and its free space."""
+    low = outbox.low_on_space()
+    return {
+        "set_aside": courier.set_aside,
+        "refused": courier.refused,
+        "disk_problem": courier.disk_problem or low,
+    }
 
 
 # -- voice-agent status -------------------------------------------------------------------
@@ -324,6 +346,20 @@ def _ms(value: object) -> str:
     return f"{value:.1f}" if isinstance(value, int | float) else "-"
 
 
+def _delivery(document: Mapping[str, Any]) -> str:
+    figures = document.get("delivery")
+    if not isinstance(figures, dict):
+        return ""
+    text = ""
+    if figures.get("set_aside"):
+        text += f", {figures['set_aside']} SET ASIDE as undeliverable (see the log)"
+    if figures.get("refused"):
+        text += f", {figures['refused']} refused by the broker (retried)"
+    if figures.get("disk_problem"):
+        text += f"; DISK: {figures['disk_problem']}"
+    return text
+
+
 def describe(document: Mapping[str, Any], now: float) -> list[str]:
     """The report as lines for a terminal; the first says whether the daemon runs."""
     age = now - float(document["time"])
@@ -343,7 +379,7 @@ def describe(document: Mapping[str, Any], now: float) -> list[str]:
         f" speech {document.get('speech_model')}",
         f"mqtt            {'connected' if document.get('mqtt_connected') else 'NOT connected'}",
         f"last utterance  {document.get('last_utterance') or 'none yet'}",
-        f"outbox          {document.get('outbox_depth')} waiting",
+        f"outbox          {document.get('outbox_depth')} waiting{_delivery(document)}",
         f"commands        {counters.get('recognized')} recognized,"
         f" {counters.get('not_recognized')} not recognized,"
         f" {counters.get('unacknowledged')} unacknowledged, {counters.get('not_sent')} not sent",

@@ -8,7 +8,10 @@ supervisor thread sends ``WATCHDOG=1`` every ``WatchdogSec/2`` only while the au
 has beaten within ``stall_timeout`` and both threads are alive. Otherwise it logs once
 what is dead, says so in ``STATUS=`` and stops pinging, so systemd kills the agent and
 ``Restart=`` starts a fresh one. A loop that resumes before systemd acts (a slow SD card)
-gets its pings back, with an info line; a dead thread never does.
+gets its pings back, with an info line; a dead thread never does. A part whose thread
+lives but which is stuck (the courier behind a link that flaps: it connects and drops
+again and again and delivers nothing for two minutes) says why in ``stuck``, and counts
+as dead until it delivers again.
 
 The microphone source beats even while its device is unplugged (it yields an empty
 end-of-stream every second while it looks for the device), so waiting for a device is
@@ -77,6 +80,11 @@ class Liveness:
         for name, part in self.parts.items():
             if not part.alive:
                 return f"{name} is dead"
+            # A part can be alive and still not doing its job (the courier behind a link
+            # that connects and drops without ever delivering): it says so in ``stuck``.
+            stuck = getattr(part, "stuck", "")
+            if stuck:
+                return f"{name}: {stuck}"
         return ""
 
     def check(self) -> bool:

@@ -17,14 +17,19 @@ say no: mosquitto acknowledges a denied publish like any other and drops it sile
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import math
 import random
+import re
 import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import paho.mqtt.client as paho
@@ -43,6 +48,12 @@ PROTOCOLS: Final = ("5", "3.1.1")
 Protocol = Literal["5", "3.1.1"]
 NOT_AUTHORIZED: Final = 0x87
 """The PUBACK reason code of a publish the broker's ACL denies (MQTT 5)."""
+SESSION_TAKEN_OVER: Final = 0x8E
+"""The DISCONNECT reason code of a broker that let another client log in with our id."""
+TAKEN_OVER_AFTER: Final = 3
+"""Connections in a row that end within ``SHORT_LIVED`` seconds before the link suspects a
+second client with the same id (when the broker does not say so with 0x8E)."""
+SHORT_LIVED: Final = 5.0
 MAX_INBOUND_PACKET: Final = 128 * 1024
 """The largest packet this client takes, sent as MQTT 5's Maximum Packet Size on CONNECT:
 the broker discards a bigger message for us instead of sending it, so a stranger's huge
@@ -61,6 +72,16 @@ class Receipt:
     empty when it was acknowledged or never reached the broker."""
     not_authorized: bool = False
     """The refusal was the broker's ACL (reason code 0x87)."""
+    failed: str = ""
+    """Why a publish that went out came to nothing: the connection was lost while it was
+    in flight, or no PUBACK came in time (empty when it was never sent: not connected).
+    A message that fails like this again and again is what the courier sets aside."""
+    lost: bool = False
+    """The connection ended while this publish waited for its PUBACK (the broker may have
+    closed it because of this very message)."""
+    undeliverable: str = ""
+    """Why this message can never be sent on this connection (bigger than the broker's
+    maximum packet size); the courier sets it aside at once."""
 
 
 _SENT: Final = Receipt(True)
@@ -74,7 +95,7 @@ class MqttSettings:
     host: str
     port: int = 1883
     client_id: str = ""
-    """Empty: ``voice-agent-<site_id>``."""
+    """Empty: ``voice-agent-<site_id>-<machine>`` (:func:`default_client_id`)."""
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: bool = False
@@ -83,7 +104,8 @@ class MqttSettings:
     cert_file: str | None = None
     key_file: str | None = None
     keepalive: int = 30
-    site_id: str = "default"
+    site_id: str = ""
+    """Empty: from the host name (:func:`default_site_id`)."""
     availability_topic: str = ""
     """Empty: ``voice-agent/<site_id>/availability``."""
     reconnect_min: float = 1.0
@@ -92,8 +114,10 @@ class MqttSettings:
     """MQTT version: "5" (ids as user properties, refusals as reason codes) or "3.1.1"."""
 
     def __post_init__(self) -> None:
+        if not self.site_id:
+            object.__setattr__(self, "site_id", default_site_id())
         if not self.client_id:
-            object.__setattr__(self, "client_id", f"voice-agent-{self.site_id}")
+            object.__setattr__(self, "client_id", default_client_id(self.site_id))
         if not self.availability_topic:
             object.__setattr__(
                 self, "availability_topic", f"voice-agent/{self.site_id}/availability"
@@ -116,6 +140,51 @@ class MqttSettings:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+MACHINE_ID: Final = Path("/etc/machine-id")
+
+
+def default_site_id(hostname: str | None = None) -> str:
+    """The host name as a site id: letters, digits, '_' and '-' (anything else, such as the
+    dots of a domain, becomes '-'), at most 64 characters; "default" when there is none."""
+    name = (hostname if hostname is not None else socket.gethostname()).split(".")[0]
+    site = re.sub(r"[^A-Za-z0-9_-]", "-", name)[:64].strip("-")
+    return site or "default"
+
+
+def machine_tag(machine_id: Path = MACHINE_ID) -> str:
+    """8 hex digits that differ between machines: a hash of /etc/machine-id (systemd's,
+    unique per installation, but not shown to the broker as is), else of the host name."""
+    try:
+        seed = machine_id.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        seed = ""
+    seed = seed or socket.gethostname()
+    return hashlib.sha256(f"voice-agent:{seed}".encode()).hexdigest()[:8]
+
+
+def default_client_id(site_id: str) -> str:
+    """``voice-agent-<site_id>-<machine>``: unique per machine even when two agents were
+    given the same site id (a broker drops the first client when a second logs in with its
+    id, so two agents with one id knock each other off every few seconds)."""
+    return f"voice-agent-{site_id}-{machine_tag()}"
+
+
+def _packet_size(message: Message, id: str | None, expiry: bool = False) -> int:
+    """The size of the MQTT 5 PUBLISH packet (QoS 1) that carries ``message``: what a
+    broker compares with its maximum packet size."""
+
+    def varint(n: int) -> int:
+        return 1 if n < 128 else 2 if n < 16_384 else 3 if n < 2_097_152 else 4
+
+    properties = 0 if id is None else 1 + (2 + 2) + (2 + len(id.encode("utf-8")))
+    properties += 5 if expiry else 0  # the Message Expiry Interval: 1 + 4 bytes
+    remaining = (
+        2 + len(message.topic.encode("utf-8")) + 2  # topic, packet id
+        + varint(properties) + properties + len(message.payload)
+    )  # fmt: skip
+    return 1 + varint(remaining) + remaining
 
 
 def backoff(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -182,6 +251,16 @@ class MqttLink:
         # that paho reuses later overwrites the entry of an abandoned wait).
         self._acks: dict[int, ReasonCode] = {}
         self._acks_lock = threading.Lock()
+        # Bumped whenever a connection ends: a publish waiting for its PUBACK sees it and
+        # gives up at once (its copy in paho was discarded), instead of sitting out its
+        # timeout.
+        self._generation = 0
+        self._connects = 0
+        self._broker_max_packet = 0
+        """The broker's Maximum Packet Size from its CONNACK (MQTT 5); 0: not announced."""
+        self._short_lived = 0
+        self._connected_at = 0.0
+        self._taken_over_logged = False
         if self._v5:
             # MQTT 5 has no clean_session; a clean start is set at connect time.
             client = paho.Client(
@@ -238,6 +317,12 @@ class MqttLink:
         """True while the broker has accepted the connection and acknowledged ``online``."""
         return self._ready.is_set() and self._client.is_connected()
 
+    @property
+    def connects(self) -> int:
+        """Successful connections since this link was made (the courier tells a link that
+        flaps, connecting and dropping without delivering, from one that is down)."""
+        return self._connects
+
     def wait_connected(self, timeout: float) -> bool:
         """Block until connected or ``timeout`` seconds pass; True when connected."""
         return self._ready.wait(timeout) and self._client.is_connected()
@@ -275,21 +360,40 @@ class MqttLink:
         timeout: float = 5.0,
         *,
         id: str | None = None,  # shadows the builtin: the Hermes field is called id
+        expires_in: float | None = None,
     ) -> Receipt:
         """Publish, wait for the broker's PUBACK (QoS 1) and say what it was.
+
+        ``expires_in``: seconds the message still means something; under MQTT 5 it goes
+        out as the Message Expiry Interval (rounded up), so that a broker holding it for a
+        consumer that is away (a persistent session) discards it instead of handing it
+        over late. Not for retained messages, whose expiry would empty the retained state.
 
         ``id``: the message's stable id, sent as the MQTT 5 user property ``id`` (ignored
         under 3.1.1). Never raises for a network problem: not connected, a lost
         connection or no PUBACK within ``timeout`` seconds give an unacknowledged receipt
         with no refusal; a PUBACK with a failure reason code gives one with ``refused``.
         """
+        generation = self._generation  # before the check: a drop from now on is seen
         if not self.connected:
             logger.debug("not connected; dropping message to %s", message.topic)
             return _UNSENT
+        expiry = self._v5 and expires_in is not None and not message.retain
+        limit = self._broker_max_packet
+        size = _packet_size(message, id, expiry)
+        if limit and size > limit:
+            return Receipt(
+                False,
+                undeliverable=f"{size} bytes as a packet, over the broker's maximum packet"
+                f" size of {limit} (mosquitto's max_packet_size)",
+            )
         properties = None
-        if self._v5 and id is not None:
+        if self._v5 and (id is not None or expiry):
             properties = Properties(PacketTypes.PUBLISH)
-            properties.UserProperty = ("id", id)
+            if id is not None:
+                properties.UserProperty = ("id", id)
+            if expiry:
+                properties.MessageExpiryInterval = max(1, math.ceil(expires_in))  # type: ignore[arg-type]
         try:
             info = self._client.publish(
                 message.topic,
@@ -298,21 +402,49 @@ class MqttLink:
                 retain=message.retain,
                 properties=properties,
             )
-            info.wait_for_publish(timeout)
+            deadline = time.monotonic() + timeout
+            # paho wakes wait_for_publish on the PUBACK; the slices only notice a lost
+            # connection (whose copy paho no longer holds: see _on_disconnect).
+            while not info.is_published() and self._generation == generation:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                info.wait_for_publish(min(left, 0.05))
             delivered = info.is_published()
-        except (ValueError, RuntimeError) as err:
+        except ValueError as err:
+            # paho refuses the message itself (an invalid topic): it never will take it.
+            return Receipt(False, failed=str(err), undeliverable=f"paho refuses it: {err}")
+        except RuntimeError as err:
             logger.warning("publish to %s failed: %s", message.topic, err)
-            return _UNSENT
+            return Receipt(False, failed=f"publish failed: {err}")
         with self._acks_lock:
             reason = self._acks.pop(info.mid, None)
         if not delivered:
-            logger.warning("no acknowledgement for %s within %.1f s", message.topic, timeout)
-            return _UNSENT
+            if self._generation != generation:
+                return Receipt(
+                    False, failed="the connection was lost while it was in flight", lost=True
+                )
+            logger.warning(
+                "no acknowledgement for %s within %.1f s; dropping the connection so that"
+                " the outbox, not paho, sends it again",
+                message.topic, timeout,
+            )  # fmt: skip
+            self._drop_connection()
+            return Receipt(False, failed=f"no PUBACK within {timeout:g} s")
         if reason is not None and reason.is_failure:
             return Receipt(
                 False, f"{reason.getName()} (0x{reason.value:02x})", reason.value == NOT_AUTHORIZED
             )
         return _SENT
+
+    def _drop_connection(self) -> None:
+        """End the current connection so that paho reconnects (and discards its in-flight
+        copies): a connection that swallowed a PUBACK cannot be trusted with the next one,
+        and MQTT 5 allows a resend only on a new connection."""
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):  # TLS sockets too; not paho's websocket wrapper
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def subscribe(self, topic: str, qos: int, handler: Callable[[str, bytes], None]) -> None:
         """Call ``handler(topic, payload)`` for every message on ``topic`` (no wildcards),
@@ -391,9 +523,18 @@ class MqttLink:
             # The disconnect that follows schedules the retry and logs this.
             self._refused = f"broker refused the connection: {str(reason_code).lower()}"
             return
+        # The outbox is the only thing that retransmits: whatever paho kept from an earlier
+        # connection (a publish in flight when it broke) would otherwise go out again now,
+        # before the courier could check its expiry, and a second time when the courier
+        # sends it. paho documents this call for on_connect, before its own resend.
+        client.drop_out_messages()
         self._attempt = 0
         self._last_problem = ""
         self._refused = ""
+        self._connects += 1
+        self._connected_at = time.monotonic()
+        limit = getattr(properties, "MaximumPacketSize", 0) if properties is not None else 0
+        self._broker_max_packet = limit if isinstance(limit, int) else 0
         # Ready once the broker has stored the retained ``online`` (its PUBACK), so that
         # anyone who subscribes after wait_connected() returns is told the state.
         info = client.publish(self.settings.availability_topic, ONLINE, qos=1, retain=True)
@@ -448,8 +589,13 @@ class MqttLink:
     ) -> None:
         was_ready = self._ready.is_set()
         self._ready.clear()
+        # paho would resend its unacknowledged copies on the next connection; the courier
+        # decides what is sent again (and drops what expired meanwhile).
+        client.drop_out_messages()
+        self._generation += 1
         if self._stopping:
             return
+        self._notice_take_over(reason_code)
         delay = self._schedule_retry()
         refused, self._refused = self._refused, ""
         if was_ready:
@@ -473,3 +619,31 @@ class MqttLink:
             self._problem(
                 f"connection closed before the broker answered ({reason_code}){hint}", delay
             )
+
+    def _notice_take_over(self, reason_code: ReasonCode) -> None:
+        """Log once when another client probably uses our client id: the broker then drops
+        whichever connected first, so two agents with one id knock each other off every few
+        seconds. MQTT 5 brokers may say so (reason code 0x8E; mosquitto 2.0 just closes the
+        socket), otherwise connections that keep ending right after they began tell."""
+        if self._connected_at:
+            short = time.monotonic() - self._connected_at < SHORT_LIVED
+            self._short_lived = self._short_lived + 1 if short else 0
+        self._connected_at = 0.0
+        if self._taken_over_logged:
+            return
+        client_id = self.settings.client_id
+        if getattr(reason_code, "value", 0) == SESSION_TAKEN_OVER:
+            cause = f"session taken over: another client uses the client id {client_id!r}"
+        elif self._short_lived >= TAKEN_OVER_AFTER:
+            cause = (
+                f"disconnected {self._short_lived} times within {SHORT_LIVED:g} s of connecting:"
+                f" probably another client uses the client id {client_id!r}"
+            )
+        else:
+            return
+        self._taken_over_logged = True
+        logger.error(
+            "MQTT broker %s: %s; give each agent its own mqtt.client_id (or leave it empty"
+            " and set a distinct mqtt.site_id)",
+            self.settings.address, cause,
+        )  # fmt: skip

@@ -31,7 +31,7 @@ from agent.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """``PRAGMA user_version`` of the file this code writes; a newer file is refused."""
 
 # synchronous=FULL: in WAL mode SQLite then fsyncs the WAL on every commit, so a put that
@@ -61,8 +61,26 @@ _SCHEMA: Final = (
         size INTEGER NOT NULL
     )""",
     "CREATE INDEX outbox_created ON outbox (created)",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
+
+# Version 2: messages the courier set aside because they could not be delivered (the broker
+# dropped the connection on each try, or they are over its maximum packet size), kept for
+# inspection (sqlite3 outbox.sqlite 'SELECT * FROM set_aside') instead of blocking the rest.
+_SET_ASIDE: Final = (
+    """CREATE TABLE set_aside (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        created REAL NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        cause TEXT NOT NULL,
+        set_aside REAL NOT NULL
+    )""",
+)
+MAX_SET_ASIDE: Final = 100
+"""Set-aside messages kept; beyond, the oldest go (they are for inspection, not delivery)."""
 
 _COLUMNS: Final = "seq, id, created, expire_after, topic, payload, qos, retain"
 _MAX_TOPIC_BYTES: Final = 65535
@@ -72,6 +90,18 @@ DropReason = Literal["expired", "over max_messages", "over max_bytes", "over max
 
 class OutboxError(UsageError):
     """The outbox file cannot be used; ``str()`` is one line naming the file."""
+
+
+class DiskFull(ValueError):
+    """Nothing new is stored: the outbox's filesystem is below ``min_free`` (or full)."""
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    # SQLite rolls a transaction back by itself on SQLITE_FULL and some I/O errors; a
+    # ROLLBACK then fails with "cannot rollback - no transaction is active", which would
+    # replace the real cause (the disk is full) in the log.
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 @dataclass(frozen=True)
@@ -87,6 +117,11 @@ class OutboxSettings:
     expire_after: float | None = 60.0
     """Seconds after which a command means nothing any more ("turn on the light" an hour
     late is wrong); None: only ``max_age`` applies. ``put`` can override it per message."""
+    min_free: int = 1_048_576
+    """Bytes that must stay free on the outbox's filesystem for a new utterance to be
+    stored: below it, ``put`` refuses with one clear line, so that the acks (deletes, which
+    also need a little room in SQLite's log) keep working and delivery never stalls on a
+    full disk."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -98,6 +133,8 @@ class OutboxSettings:
             raise ValueError("max_age must be a positive number of seconds")
         if self.expire_after is not None and not 0 < self.expire_after <= self.max_age:
             raise ValueError("expire_after must be positive and at most max_age")
+        if self.min_free < 0:
+            raise ValueError("min_free must not be negative")
 
 
 @dataclass(frozen=True)
@@ -195,6 +232,12 @@ class Outbox:
         self._count, self._bytes = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox"
         ).fetchone()
+        self._held = self._db.execute("SELECT COUNT(*) FROM set_aside").fetchone()[0]
+        if self._held:
+            logger.warning(
+                "outbox %s: %d message(s) set aside as undeliverable (see the set_aside table)",
+                path, self._held,
+            )  # fmt: skip
         if self._count:
             logger.info("outbox %s: %d message(s) waiting from before", path, self._count)
 
@@ -215,7 +258,7 @@ class Outbox:
                 _ensure_schema(db, path)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
             problem = db.execute("PRAGMA quick_check").fetchone()[0]
             if problem != "ok":
@@ -243,6 +286,32 @@ class Outbox:
     def size(self) -> int:
         """Bytes the waiting messages count against ``max_bytes``."""
         return self._bytes
+
+    @property
+    def held(self) -> int:
+        """Messages set aside as undeliverable (kept for inspection, never sent)."""
+        return self._held
+
+    def free_bytes(self) -> int:
+        """Bytes free for this user on the outbox's filesystem."""
+        info = os.statvfs(self.settings.path.parent)
+        return info.f_bavail * info.f_frsize
+
+    def low_on_space(self) -> str:
+        """Why nothing new can be stored (one phrase), or "" while there is room."""
+        floor = self.settings.min_free
+        if not floor:
+            return ""
+        try:
+            free = self.free_bytes()
+        except OSError as err:
+            return f"cannot tell the free space of {self.settings.path.parent}: {err}"
+        if free >= floor:
+            return ""
+        return (
+            f"only {free // 1024} KiB free on {self.settings.path.parent}, below the"
+            f" {floor // 1024} KiB the outbox keeps free; free some space"
+        )
 
     def put(
         self,
@@ -282,6 +351,9 @@ class Outbox:
         stored_expiry = None if expire_after is None or math.isinf(expire_after) else expire_after
         if ids is None:
             ids = [None] * len(messages)
+        low = self.low_on_space()
+        if low:
+            raise DiskFull(low)
         rows = []
         for message, id_ in zip(messages, ids, strict=True):
             _check_message(message)
@@ -307,7 +379,7 @@ class Outbox:
                     entries.append(Entry(seq, id_, created, message, stored_expiry))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                _rollback(self._db)
                 raise
             self._count += len(rows)
             self._bytes += sum(size for _, _, size in rows)
@@ -325,7 +397,10 @@ class Outbox:
         return [_entry(row) for row in rows]
 
     def ack(self, seq: int) -> bool:
-        """Remove entry ``seq`` (the broker has it); False if it was not there any more."""
+        """Remove entry ``seq`` (the broker has it); False if it was not there any more.
+
+        sqlite3.Error when the disk refuses the delete (full, read-only): the caller must
+        then remember that ``seq`` was delivered, and not send it again."""
         with self._lock:
             # Not fsynced: if power fails before the next put syncs the log, the message is
             # sent again after the restart, with the same id (at least once, never lost).
@@ -401,7 +476,7 @@ class Outbox:
                     self._delete(dropped[first:])
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                _rollback(self._db)
                 self._count, self._bytes = self._db.execute(
                     "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox"
                 ).fetchone()
@@ -413,6 +488,52 @@ class Outbox:
                 entry.seq, entry.id, entry.message.topic, item.reason, item.detail,
             )  # fmt: skip
         return dropped
+
+    def set_aside(self, seq: int, cause: str, now: float | None = None) -> bool:
+        """Move entry ``seq`` out of the queue into the ``set_aside`` table with ``cause``
+        (it is never sent; kept for inspection, the oldest beyond ``MAX_SET_ASIDE`` go);
+        False if it was not there any more. sqlite3.Error when the disk refuses."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "DELETE FROM outbox WHERE seq = ? RETURNING id, created, topic, payload,"
+                    " qos, retain, size",
+                    (seq,),
+                ).fetchone()
+                if row is None:
+                    self._db.execute("COMMIT")
+                    return False
+                id_, created, topic, payload, qos, retain, size = row
+                self._db.execute(
+                    "INSERT OR REPLACE INTO set_aside (seq, id, created, topic, payload, qos,"
+                    " retain, cause, set_aside) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (seq, id_, created, topic, payload, qos, retain, cause, now),
+                )
+                self._db.execute(
+                    "DELETE FROM set_aside WHERE seq NOT IN"
+                    " (SELECT seq FROM set_aside ORDER BY seq DESC LIMIT ?)",
+                    (MAX_SET_ASIDE,),
+                )
+                held = self._db.execute("SELECT COUNT(*) FROM set_aside").fetchone()[0]
+                self._db.execute("COMMIT")
+            except BaseException:
+                _rollback(self._db)
+                raise
+            self._count -= 1
+            self._bytes -= size
+            self._held = held
+        return True
+
+    def set_aside_entries(self) -> list[tuple[Entry, str]]:
+        """The set-aside messages, oldest first, each with its cause."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, id, created, NULL, topic, payload, qos, retain, cause"
+                " FROM set_aside ORDER BY seq"
+            ).fetchall()
+        return [(_entry(row[:8]), row[8]) for row in rows]
 
     def _delete(self, dropped: list[Dropped]) -> None:
         # Inside prune's transaction, under the lock.
@@ -451,11 +572,16 @@ def _ensure_schema(db: sqlite3.Connection, path: Path) -> None:
         tables = db.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()[0]
         if tables:
             raise OutboxError(f"outbox {path} is an SQLite database but not an outbox")
-        for statement in _SCHEMA:
+        for statement in (*_SCHEMA, *_SET_ASIDE):
             db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         logger.info("outbox %s created", path)
         return
     try:
         db.execute(f"SELECT {_COLUMNS}, size FROM outbox LIMIT 0")
     except sqlite3.OperationalError as err:
         raise OutboxError(f"outbox {path} does not have the outbox table ({err})") from None
+    if version == 1:
+        for statement in _SET_ASIDE:
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

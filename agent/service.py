@@ -274,7 +274,7 @@ def run(config: Config, options: RunOptions, environ: Mapping[str, str], pid: in
         outbox, link, courier = start_delivery(config, stack)
         daemon = build_daemon(config, courier, notifier)
         start_homeassistant(config, link, daemon, stack)
-        start_health(config, link, outbox, daemon, stack)
+        start_health(config, link, outbox, daemon, stack, courier)
         portaudio = PortAudio()
         daemon.cues = start_feedback(config, stack, portaudio)
         start_query(config, link, daemon, stack)

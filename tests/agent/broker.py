@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,9 @@ class Certificates:
     server_cert: Path
     server_key: Path
     wrong_ca: Path
+    other_host_cert: Path
+    """Signed by ``ca`` too, but for another host (other.example) only."""
+    other_host_key: Path
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -66,31 +69,38 @@ def _self_signed_ca(directory: Path, name: str) -> None:
 
 
 def make_certificates(directory: Path) -> Certificates:
-    """A CA, a server certificate it signed for localhost and 127.0.0.1, and a stranger CA."""
+    """A CA, a server certificate it signed for localhost and 127.0.0.1, one it signed for
+    another host, and a stranger CA."""
     directory.mkdir(parents=True, exist_ok=True)
     _self_signed_ca(directory, "ca")
     _self_signed_ca(directory, "wrong-ca")
-    (directory / "server.ext").write_text(
+    _server_certificate(directory, "server", "localhost", "DNS:localhost,IP:127.0.0.1")
+    _server_certificate(directory, "other-host", "other.example", "DNS:other.example")
+    return Certificates(
+        directory / "ca.crt", directory / "server.crt", directory / "server.key",
+        directory / "wrong-ca.crt", directory / "other-host.crt", directory / "other-host.key",
+    )  # fmt: skip
+
+
+def _server_certificate(directory: Path, name: str, common_name: str, names: str) -> None:
+    """``name``.crt and .key: a server certificate from ``ca`` for ``names`` (subjectAltName)."""
+    (directory / f"{name}.ext").write_text(
         "basicConstraints=CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyAgreement\n"
         "extendedKeyUsage=serverAuth\n"
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        f"subjectAltName={names}\n"
         "subjectKeyIdentifier=hash\n"
         "authorityKeyIdentifier=keyid\n"
     )
     _openssl(
         "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={common_name}",
         cwd=directory,
     )  # fmt: skip
     _openssl(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext",
+        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
         cwd=directory,
-    )  # fmt: skip
-    return Certificates(
-        directory / "ca.crt", directory / "server.crt", directory / "server.key",
-        directory / "wrong-ca.crt",
     )  # fmt: skip
 
 
@@ -105,11 +115,15 @@ class Mosquitto:
         password: bool = False,
         persistent: bool = False,
         acl: str | None = None,
+        extra: tuple[str, ...] = (),
+        other_host: bool = False,
     ) -> None:
         """``persistent``: keep sessions and queued messages across ``stop()``/``start()``
         (a restart on the same port), as a broker with a disk does. ``acl``: the text of
         an ``acl_file`` (mosquitto's format: ``user NAME`` then ``topic read|write|readwrite
-        PATTERN`` lines; anything not granted is denied)."""
+        PATTERN`` lines; anything not granted is denied). ``extra``: more configuration
+        lines, e.g. ``max_packet_size 600``. ``other_host``: with ``certificates``, serve
+        the certificate issued for another host name."""
         self.directory = directory
         self.port = port or free_port()
         self.certificates = certificates
@@ -144,11 +158,13 @@ class Mosquitto:
             acl_path.write_text(acl)
             lines.append(f"acl_file {acl_path}")
         if certificates is not None:
-            lines += [
-                f"cafile {certificates.ca}",
-                f"certfile {certificates.server_cert}",
-                f"keyfile {certificates.server_key}",
-            ]
+            cert, key = (
+                (certificates.other_host_cert, certificates.other_host_key)
+                if other_host
+                else (certificates.server_cert, certificates.server_key)
+            )
+            lines += [f"cafile {certificates.ca}", f"certfile {cert}", f"keyfile {key}"]
+        lines += extra
         self.config = directory / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
         self.log = directory / "mosquitto.log"
@@ -258,6 +274,17 @@ class Subscriber:
             if message.topic == topic and (payload is None or message.payload == payload):
                 return message
 
+    def drain(self, seconds: float) -> list[paho.MQTTMessage]:
+        """Every message that arrives within ``seconds`` (to count copies of each)."""
+        got = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                got.append(self.messages.get(timeout=left))
+            except queue.Empty:
+                break
+        return got
+
     @staticmethod
     def user_properties(message: paho.MQTTMessage) -> dict[str, str]:
         """The MQTT 5 user properties of ``message`` (empty under 3.1.1)."""
@@ -277,6 +304,14 @@ class Subscriber:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
 
 
 @pytest.fixture(scope="session")
@@ -306,6 +341,19 @@ def tls_broker(
 ) -> Iterator[Mosquitto]:
     """An anonymous mosquitto that speaks only TLS, with a certificate from ``certificates.ca``."""
     process = Mosquitto(tmp_path_factory.mktemp("mosquitto-tls"), certificates=certificates)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def other_host_broker(
+    tmp_path_factory: pytest.TempPathFactory, certificates: Certificates
+) -> Iterator[Mosquitto]:
+    """A TLS mosquitto whose certificate, from the right CA, names other.example only."""
+    process = Mosquitto(
+        tmp_path_factory.mktemp("mosquitto-other-host"), certificates=certificates, other_host=True
+    )
     process.start()
     yield process
     process.stop()

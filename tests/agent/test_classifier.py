@@ -70,6 +70,20 @@ def test_out_of_scope_is_rejected(en: IntentClassifier, text: str) -> None:
     assert result.reason in {"out_of_scope", "low_confidence"}
 
 
+@pytest.mark.parametrize(
+    ("text", "label"),
+    # Found by scanning short phrases with this model: it leans to an intent but is unsure
+    # ("kitchen light": on or off?), which only the calibrated threshold catches.
+    [("kitchen light", "LightOn"), ("music", "MediaPlay"), ("volume", "VolumeDown")],
+)
+def test_an_unsure_intent_is_rejected_as_low_confidence(
+    en: IntentClassifier, text: str, label: str
+) -> None:
+    result = en.classify(text)
+    assert (result.intent, result.label, result.reason) == (None, label, "low_confidence")
+    assert 0.5 < result.confidence < en.info.threshold
+
+
 def test_missing_required_slot_is_rejected(en: IntentClassifier) -> None:
     result = en.classify("turn on the light")
     assert result.intent is None

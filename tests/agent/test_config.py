@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import socket
 import tempfile
 import tomllib
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from agent.config import (
     load_config,
 )
 from agent.errors import UsageError
+from agent.mqtt import default_site_id, machine_tag
 from tests.agent.command import voice_agent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,8 +103,11 @@ def test_defaults_only_need_an_intent_model() -> None:
         None,
         None,
     )
-    assert mqtt.client_id == "voice-agent-default"
-    assert mqtt.availability_topic == "voice-agent/default/availability"
+    # Derived per machine, so that two Pis on one broker never share a client id.
+    assert mqtt.site_id == default_site_id() and mqtt.site_id == socket.gethostname().split(".")[0]
+    assert mqtt.client_id == f"voice-agent-{mqtt.site_id}-{machine_tag()}"
+    assert re.fullmatch(r"[0-9a-f]{8}", machine_tag())
+    assert mqtt.availability_topic == f"voice-agent/{mqtt.site_id}/availability"
     assert (mqtt.keepalive, mqtt.reconnect_min, mqtt.reconnect_max) == (30, 1.0, 60.0)
     assert (config.log.level, config.log.level_number) == ("info", 20)
     with pytest.raises(AttributeError):
@@ -168,7 +173,7 @@ def test_file_values_and_relative_paths(tmp_path: Path) -> None:
     assert (config.audio.device, config.audio.rate, config.audio.channels) == (2, 16000, 1)
     assert config.mqtt.port == 8883  # tls and no port
     assert config.mqtt.ca_file == str(tmp_path / "certs" / "ca.pem")
-    assert config.mqtt.client_id == "voice-agent-kitchen"
+    assert config.mqtt.client_id == f"voice-agent-kitchen-{machine_tag()}"
     assert config.log.level_number == 10
     assert load_config(path, {"mqtt.port": 1883}, environ={}).mqtt.port == 1883
 
@@ -294,8 +299,7 @@ def test_cli_overrides_beat_the_file(tmp_path: Path) -> None:
         ),
         (
             '[mqtt]\nsite_id = "a/b"\n',
-            "config.toml: mqtt.site_id: expected a non-empty string without '+', '#' or '/',"
-            ' got "a/b"',
+            "config.toml: mqtt.site_id: expected a string without '+', '#' or '/', got \"a/b\"",
         ),
         ("[mqtt]\nhost = \n", "config.toml:2: invalid TOML: invalid value (column 8)"),
         (

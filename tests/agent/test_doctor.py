@@ -99,7 +99,8 @@ def models(config: Path) -> list[str]:
 def tail(config: Path, tmp_path: Path) -> list[str]:
     return [
         E(f"✓ config permissions: {config} 0600 ") + r"\S+:\S+",
-        E(f"✓ state directory: {tmp_path / 'state'} will be created (in {tmp_path}, writable)"),
+        E(f"✓ state directory: {tmp_path / 'state'} will be created (in {tmp_path}, writable, ")
+        + r"\d+\.\d MiB free\)",
         r"✓ systemd: .*\(not checked\)|✓ systemd: voice-agent\.service .*",
     ]
 

@@ -41,8 +41,8 @@ RATE = 16000
 MUSIC_STOP = "노래 정지"  # decoded exactly from a pipe (tests/agent/test_service.py)
 FIELDS = {
     "site_id", "state", "version", "pid", "time", "updated", "interval", "started", "uptime",
-    "model", "speech_model", "mqtt_connected", "last_utterance", "outbox_depth", "counters",
-    "latency_ms",
+    "model", "speech_model", "mqtt_connected", "last_utterance", "outbox_depth", "delivery",
+    "counters", "latency_ms",
 }  # fmt: skip
 
 
@@ -86,6 +86,7 @@ def test_snapshot_has_every_field() -> None:
         outbox_depth=lambda: 7,
         connected=lambda: True,
         interval=30.0,
+        delivery=lambda: {"set_aside": 1, "refused": 0, "disk_problem": "outbox x: disk full"},
         window=3,
     )
     for ms in (10, 20, 30, 40):
@@ -110,6 +111,10 @@ def test_snapshot_has_every_field() -> None:
     assert lines[0].startswith("running: site hall")
     assert any("2 recognized, 1 not recognized" in line for line in lines)
     assert any(line.startswith("wake words      4 heard") for line in lines)
+    assert (
+        "outbox          7 waiting, 1 SET ASIDE as undeliverable (see the log);"
+        " DISK: outbox x: disk full"
+    ) in lines
 
 
 def test_status_file_is_replaced_atomically(tmp_path: Path) -> None:
@@ -313,6 +318,7 @@ interval = 1
         document = json.loads(raw.stdout)
         assert set(document) == FIELDS and document["state"] == "running"
         assert document["counters"]["recognized"] == 1 and document["outbox_depth"] == 0
+        assert document["delivery"] == {"set_aside": 0, "refused": 0, "disk_problem": ""}
         assert document["last_utterance"] is not None
     finally:
         _, stderr = process.communicate(timeout=60)  # end of audio: the daemon exits

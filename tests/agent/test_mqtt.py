@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.actions import Message
-from agent.mqtt import MqttLink, MqttSettings, backoff
+from agent.mqtt import MqttLink, MqttSettings, backoff, machine_tag
 from tests.agent.broker import (  # noqa: F401
     ACL_DENIED,
     HOST,
@@ -28,6 +28,7 @@ from tests.agent.broker import (  # noqa: F401
     broker,
     certificates,
     free_port,
+    other_host_broker,
     tls_broker,
 )
 
@@ -55,7 +56,7 @@ def _mqtt_logs(caplog: pytest.LogCaptureFixture) -> None:
 def test_online_is_retained_and_stop_publishes_offline(broker: Mosquitto) -> None:  # noqa: F811
     settings = MqttSettings(HOST, broker.port, site_id="avail", **FAST)
     assert settings.availability_topic == "voice-agent/avail/availability"
-    assert settings.client_id == "voice-agent-avail"
+    assert settings.client_id == f"voice-agent-avail-{machine_tag()}"
     link = MqttLink(settings)
     link.start()
     try:
@@ -249,6 +250,31 @@ def test_tls_with_a_wrong_ca_says_certificate_verify_failed(
         assert f"localhost:{tls_broker.port}" in line
         assert not link.connected
         assert link.publish(Message("tls/x", b"1"), timeout=1) is False
+    finally:
+        link.stop()
+
+
+def test_tls_to_a_broker_whose_certificate_names_another_host_is_refused(
+    other_host_broker: Mosquitto,  # noqa: F811
+    certificates: Certificates,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The right CA signed it, so only the host-name check stands between the agent and a
+    # broker impersonating this one with any certificate that CA ever issued.
+    settings = MqttSettings(
+        "localhost", other_host_broker.port, tls=True, ca_file=str(certificates.ca),
+        site_id="tls-host", **FAST,
+    )  # fmt: skip
+    link = MqttLink(settings)
+    link.start()
+    try:
+        line = wait_log(caplog, "certificate verify failed")
+        assert line.startswith(
+            f"MQTT broker localhost:{other_host_broker.port}: TLS certificate verify failed:"
+            " Hostname mismatch, certificate is not valid for 'localhost'."
+        ), line
+        time.sleep(0.5)
+        assert not link.connected and link.connects == 0
     finally:
         link.stop()
 

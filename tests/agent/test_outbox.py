@@ -17,7 +17,7 @@ import pytest
 
 from agent.actions import Message
 from agent.errors import UsageError
-from agent.outbox import SCHEMA_VERSION, Outbox, OutboxError, OutboxSettings
+from agent.outbox import MAX_SET_ASIDE, SCHEMA_VERSION, Outbox, OutboxError, OutboxSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_800_000_000.0  # a fixed wall-clock time; every test passes ``now`` explicitly
@@ -329,3 +329,52 @@ def test_a_new_outbox_is_readable_by_its_owner_only(tmp_path: Path) -> None:
         os.umask(old)
     for file in path.parent.iterdir():
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file.name
+
+
+V1_SCHEMA = (
+    """CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, created REAL NOT NULL,
+        expire_after REAL, topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL, size INTEGER NOT NULL
+    )""",
+    "CREATE INDEX outbox_created ON outbox (created)",
+    "INSERT INTO outbox (id, created, expire_after, topic, payload, qos, retain, size)"
+    " VALUES ('waiting', 1800000000.0, NULL, 'zigbee2mqtt/light_1/set', X'4f4e', 1, 0, 25)",
+    "PRAGMA user_version = 1",
+)
+
+
+def test_an_outbox_of_the_previous_version_is_upgraded_and_keeps_its_messages(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with sqlite3.connect(path) as db:
+        for statement in V1_SCHEMA:
+            db.execute(statement)
+    db.close()
+    with Outbox(OutboxSettings(path, expire_after=None)) as outbox:
+        [entry] = outbox.peek(10)
+        assert (entry.id, entry.message.payload) == ("waiting", b"ON")
+        assert outbox.held == 0
+        assert outbox.set_aside(entry.seq, "over the broker's maximum packet size", T0)
+        assert outbox.depth == 0 and outbox.held == 1
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    db.close()
+    with Outbox(OutboxSettings(path)) as outbox:  # reopened: still set aside, not queued
+        assert outbox.peek(10) == [] and outbox.held == 1
+        [(kept, cause)] = outbox.set_aside_entries()
+        assert (kept.id, kept.message.topic, cause) == (
+            "waiting", "zigbee2mqtt/light_1/set", "over the broker's maximum packet size"
+        )  # fmt: skip
+
+
+def test_set_aside_keeps_only_the_newest(tmp_path: Path) -> None:
+    with open_outbox(tmp_path) as outbox:
+        entries = [outbox.put(light(n), T0) for n in range(MAX_SET_ASIDE + 5)]
+        for entry in entries:
+            assert outbox.set_aside(entry.seq, "test", T0)
+        assert not outbox.set_aside(entries[0].seq, "test", T0)  # not queued any more
+        assert outbox.held == MAX_SET_ASIDE and outbox.depth == 0
+        kept = [entry.seq for entry, _ in outbox.set_aside_entries()]
+        assert kept == [entry.seq for entry in entries[5:]]
