@@ -10,6 +10,7 @@ expected.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -23,7 +24,15 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from agent.metadata import Action
 from agent.slots import SlotValue
-from convert.templates import SLOT_NAME_RE, Template, TemplateError, parse_template
+from agent.topics import (
+    INTENT_NAME_RE,
+    SLOT_NAME_RE,
+    level_problem,
+    printable,
+    text_problem,
+    topic_problem,
+)
+from convert.templates import Template, TemplateError, parse_template
 
 __all__ = [
     "Action",
@@ -39,7 +48,7 @@ __all__ = [
 
 NAME_RE: Final = re.compile(r"[a-z0-9_-]+\Z")
 LANGUAGE_RE: Final = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*\Z")
-INTENT_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+INTENT_RE: Final = INTENT_NAME_RE
 PLACEHOLDER_RE: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_RANGE_VALUES: Final = 10_000
 MAX_PAYLOAD_NODES: Final = 10_000
@@ -55,6 +64,8 @@ RANGE_KEYS: Final = ("from", "to", "step")
 VALUE_KEYS: Final = ("in", "out")
 
 _TAG = "tag:yaml.org,2002:"
+_NOT_TEXT: Final = ("int", "float", "bool")
+"""Scalar payloads refused at the top level: a payload is an object, text or nothing."""
 _UNQUOTED_FLOW_RE: Final = re.compile(
     r"\s*(?:-\s+|[^\s\"'{\[][^:]*:\s+)?[\[{][^\]}]*[\]}]\s*[^\s#,]"
 )
@@ -74,14 +85,8 @@ class SpecError(Exception):
 
     def __str__(self) -> str:
         if self.line is None:
-            return _printable(f"{self.path}: {self.problem}")
-        return _printable(f"{self.path}:{self.line}: {self.problem}")
-
-
-def _printable(text: str) -> str:
-    """``text`` with control characters and other line breaks (``\\r``, U+2028, which YAML
-    escapes can put in a name) escaped, so that an error message stays one line."""
-    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+            return printable(f"{self.path}: {self.problem}")
+        return printable(f"{self.path}:{self.line}: {self.problem}")
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,7 @@ def load_spec(path: str | Path) -> Spec:
         line = data[: err.start].count(b"\n") + 1
         raise SpecError(name, line, "file is not valid UTF-8") from None
     root = _compose(name, text)
+    _refuse_surrogates(name, root)
     return _Builder(name).spec(root, hashlib.sha256(data).hexdigest())
 
 
@@ -173,6 +179,27 @@ def _compose(path: str, text: str) -> Node | None:
         raise SpecError(path, None, f"invalid YAML: {err}") from None
     except RecursionError:
         raise SpecError(path, None, "invalid YAML: nested too deeply") from None
+
+
+def _refuse_surrogates(path: str, root: Node | None) -> None:
+    """Refuse a lone surrogate anywhere (a YAML escape such as ``"\\ud800"`` makes one): it
+    cannot be written as UTF-8, so a model holding one would fail at build's end or at the
+    first command that touches it."""
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # aliases share nodes; a recursive alias would loop
+            continue
+        seen.add(id(node))
+        if isinstance(node, ScalarNode):
+            problem = text_problem(str(node.value), MAX_SPEC_BYTES)
+            if problem is not None and "surrogate" in problem:
+                raise SpecError(path, _line(node), f"the text {problem}")
+        elif isinstance(node, MappingNode):
+            stack.extend(item for pair in node.value for item in pair)
+        elif isinstance(node, SequenceNode):
+            stack.extend(node.value)
 
 
 def _line(node: Node) -> int:
@@ -481,7 +508,7 @@ class _Builder:
         else:
             always = frozenset.intersection(*(t.mandatory_slot_names() for t in templates))
             required = tuple(sorted(always))
-        actions = self.actions(label, keys, referenced)
+        actions = self.actions(label, keys, referenced, slots)
         return Intent(
             name=name,
             sentences=tuple(text for text, _ in sentence_items),
@@ -506,30 +533,40 @@ class _Builder:
 
     # -- actions --------------------------------------------------------------------------
 
-    def actions(self, label: str, keys: Mapping[str, Node], slots: list[str]) -> tuple[Action, ...]:
+    def actions(
+        self,
+        label: str,
+        keys: Mapping[str, Node],
+        slots: list[str],
+        lists: Mapping[str, SlotList],
+    ) -> tuple[Action, ...]:
         if "action" in keys and "actions" in keys:
             self.fail(keys["actions"], f"{label}: use either 'action' or 'actions', not both")
         if "action" in keys:
-            return (self.action(keys["action"], label, slots),)
+            return (self.action(keys["action"], label, slots, lists),)
         if "actions" not in keys or _is_null(keys["actions"]):
             return ()
         node = keys["actions"]
         if not isinstance(node, SequenceNode):
             self.fail(node, f"actions of {label} must be a list, got {_describe(node)}")
-        return tuple(self.action(item, label, slots) for item in node.value)
+        return tuple(self.action(item, label, slots, lists) for item in node.value)
 
-    def action(self, node: Node, label: str, slots: list[str]) -> Action:
+    def action(
+        self, node: Node, label: str, slots: list[str], lists: Mapping[str, SlotList]
+    ) -> Action:
         where = f"action of {label}"
         keys = self.check_keys(self.mapping(node, where), ACTION_KEYS, f"in {where}")
         if "topic" not in keys:
             self.fail(node, f"{where} is missing 'topic'")
         topic = self.string(keys["topic"], f"topic of {label}")
-        if "+" in topic or "#" in topic:
-            self.fail(keys["topic"], f"{label}: action topic must not contain MQTT wildcards")
+        problem = topic_problem(topic)
+        if problem is not None:
+            self.fail(keys["topic"], f"{label}: action topic '{topic}' {problem}")
         self.check_placeholders(topic, keys["topic"], label, "topic", slots)
+        self.check_topic_values(topic, keys["topic"], label, lists)
         payload: object = None
         if "payload" in keys:
-            payload = self.json_value(keys["payload"], label, slots, set(), [0])
+            payload = self.payload(keys["payload"], label, slots, lists)
         retain = False
         if "retain" in keys:
             retain_node = keys["retain"]
@@ -537,6 +574,78 @@ class _Builder:
                 self.fail(retain_node, f"retain of {label} must be true or false")
             retain = bool(self.constructor.construct_yaml_bool(retain_node))
         return Action(topic, payload, retain)
+
+    def check_topic_values(
+        self, topic: str, node: Node, label: str, lists: Mapping[str, SlotList]
+    ) -> None:
+        """Refuse a slot value that would break the topic it fills (``first/floor`` in
+        ``home/{room}/set`` adds a level): found here, not skipped at every command."""
+        for slot in dict.fromkeys(placeholders(topic)):
+            for value in lists[slot].values:
+                text = str(value.value)
+                problem = level_problem(text)
+                if problem is None:
+                    problem = topic_problem(topic.replace(f"{{{slot}}}", text))
+                    problem = None if problem is None else f"makes a topic that {problem}"
+                if problem is not None:
+                    self.fail(
+                        node,
+                        f"{label}: slot '{slot}' value '{text}' cannot be used in topic"
+                        f" '{topic}': it {problem}",
+                    )
+
+    def payload(
+        self, node: Node, label: str, slots: list[str], lists: Mapping[str, SlotList]
+    ) -> object:
+        """An action's payload: a mapping (a JSON object), text, or nothing (an empty
+        message). Text that starts like JSON must be one JSON object with unique keys:
+        ``'{"state": "ON", "state": "OFF"}'`` means a different thing to each consumer."""
+        if isinstance(node, SequenceNode) or (
+            isinstance(node, ScalarNode) and str(node.tag) in (_TAG + t for t in _NOT_TEXT)
+        ):
+            self.fail(
+                node,
+                f"{label}: action payload must be a mapping (a JSON object) or text,"
+                f" got {_describe(node)} (quote it to send it as text)",
+            )
+        payload = self.json_value(node, label, slots, set(), [0])
+        if isinstance(payload, str):
+            self.check_json_text(payload, node, label, lists)
+        return payload
+
+    def check_json_text(
+        self, text: str, node: Node, label: str, lists: Mapping[str, SlotList]
+    ) -> None:
+        # Each {slot} as a number: in quotes or not, the text parses when the template does.
+        sample = PLACEHOLDER_RE.sub("0", text).strip()
+        if not sample.startswith(("{", "[")):
+            return  # plain text, such as Tasmota's ON
+
+        def unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+            keys = [key for key, _ in pairs]
+            for key in keys:
+                if keys.count(key) > 1:
+                    raise ValueError(f"duplicate key '{key}'")
+            return dict(pairs)
+
+        try:
+            document = json.loads(sample, object_pairs_hook=unique)
+        except (ValueError, RecursionError) as err:
+            why = getattr(err, "msg", None) or str(err) or "nested too deeply"
+            self.fail(node, f"{label}: action payload is JSON text but not valid JSON ({why})")
+        if not isinstance(document, dict):
+            self.fail(node, f"{label}: action payload JSON text must be an object ({{...}})")
+        for slot in dict.fromkeys(placeholders(text)):
+            for value in lists[slot].values:
+                shown = str(value.value)
+                if isinstance(value.value, str) and (
+                    '"' in shown or "\\" in shown or text_problem(shown) is not None
+                ):
+                    self.fail(
+                        node,
+                        f"{label}: slot '{slot}' value '{shown}' would break the JSON text"
+                        " of the action payload (use a mapping payload instead)",
+                    )
 
     def check_placeholders(
         self, text: str, node: Node, label: str, part: str, slots: list[str]
