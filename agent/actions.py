@@ -14,9 +14,8 @@ from typing import Any
 
 from agent.metadata import IntentInfo
 from agent.slots import Slot
+from agent.topics import PLACEHOLDER_RE as _PLACEHOLDER
 from agent.topics import level_problem, printable, topic_problem
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)

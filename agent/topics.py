@@ -18,7 +18,9 @@ from typing import Final
 __all__ = [
     "INTENT_NAME_RE",
     "MAX_TOPIC_BYTES",
+    "PLACEHOLDER_RE",
     "SLOT_NAME_RE",
+    "filled_topic_problem",
     "level_problem",
     "printable",
     "text_problem",
@@ -31,6 +33,8 @@ INTENT_NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 """An intent name: it ends ``hermes/intent/<name>`` and Home Assistant's trigger ids."""
 SLOT_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 """A slot name: the ``{slot}`` of a topic or payload template."""
+PLACEHOLDER_RE: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+"""A ``{slot}`` in a topic or payload template."""
 
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 """C0 controls (NUL, line breaks, ESC), DEL and the C1 controls: MQTT's 'SHOULD NOT'."""
@@ -87,3 +91,13 @@ def level_problem(value: str) -> str | None:
     if "/" in value:
         return "holds '/', which would add a topic level"
     return _published_problem(value)
+
+
+def filled_topic_problem(topic: str, slot: str, value: str) -> str | None:
+    """Why ``value`` cannot fill ``{slot}`` in the template ``topic`` (None when it can):
+    it breaks a level, or the topic it makes breaks the rule (``$SYS`` first, too long)."""
+    problem = level_problem(value)
+    if problem is None:
+        problem = topic_problem(topic.replace(f"{{{slot}}}", value))
+        problem = None if problem is None else f"makes a topic that {problem}"
+    return problem

@@ -26,8 +26,9 @@ from agent.metadata import Action
 from agent.slots import SlotValue
 from agent.topics import (
     INTENT_NAME_RE,
+    PLACEHOLDER_RE,
     SLOT_NAME_RE,
-    level_problem,
+    filled_topic_problem,
     printable,
     text_problem,
     topic_problem,
@@ -49,7 +50,6 @@ __all__ = [
 NAME_RE: Final = re.compile(r"[a-z0-9_-]+\Z")
 LANGUAGE_RE: Final = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*\Z")
 INTENT_RE: Final = INTENT_NAME_RE
-PLACEHOLDER_RE: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_RANGE_VALUES: Final = 10_000
 MAX_PAYLOAD_NODES: Final = 10_000
 MAX_PAYLOAD_DEPTH: Final = 64
@@ -583,10 +583,7 @@ class _Builder:
         for slot in dict.fromkeys(placeholders(topic)):
             for value in lists[slot].values:
                 text = str(value.value)
-                problem = level_problem(text)
-                if problem is None:
-                    problem = topic_problem(topic.replace(f"{{{slot}}}", text))
-                    problem = None if problem is None else f"makes a topic that {problem}"
+                problem = filled_topic_problem(topic, slot, text)
                 if problem is not None:
                     self.fail(
                         node,
