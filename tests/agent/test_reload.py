@@ -89,8 +89,7 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
     ),
     "positions of 10**12": (
         lambda m: _edit_metadata(m, lambda d: d["featurizer"].update(positions=10**12)),
-        "{m}/model.json: featurizer: positions must be an integer from 1 to 512,"
-        " not 1000000000000",
+        "{m}/model.json: featurizer: positions must be an integer from 1 to 512, not 1000000000000",
     ),
     "intent named Music#Stop": (
         lambda m: _edit_metadata(
