@@ -154,6 +154,9 @@ def test_intent_filter_restricts_what_is_accepted(
             b'{"input": "a", "intentFilter": "LightOn"}',
             "'intentFilter' must be a list of intent names",
         ),
+        # JSON's escapes make lone surrogates, which no answer, log or outbox can hold.
+        (b'{"input": "\\ud800 light"}', "'input' holds a lone surrogate (\\ud800)"),
+        (b'{"input": "a", "id": "x\\udcff"}', "'id' holds a lone surrogate (\\udcff)"),
     ],
 )
 def test_a_bad_query_publishes_nothing_and_logs_one_line(
@@ -296,7 +299,11 @@ def test_the_subscription_survives_a_broker_restart(agent: QueryListener, tmp_pa
 @pytest.mark.parametrize(
     ("section", "problem"),
     [
-        ('topic = "hermes/#"', 'query.topic: expected a topic without wildcards, got "hermes/#"'),
+        (
+            'topic = "hermes/#"',
+            'query.topic: expected an MQTT topic, got "hermes/#", which holds the MQTT'
+            " wildcard '#' (not allowed in a published topic)",
+        ),
         ("max_bytes = 10", "query.max_bytes: expected an integer from 64 to 65536, got 10"),
         ('enabled = "yes"', 'query.enabled: expected true or false, got "yes"'),
         ("topc = 1", "unknown key 'query.topc' (did you mean 'query.topic'?)"),
@@ -329,3 +336,49 @@ def test_a_payload_over_the_packet_limit_never_reaches_the_daemon(
     assert isinstance(body, dict) and body["id"] == "after-huge"
     assert agent.handled == handled + 1
     assert not [m for m in caplog.messages if "dropped" in m]
+
+
+def test_a_burst_of_bad_text_commands_leaves_a_few_lines(
+    agent: QueryListener, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """5,000 bad queries as fast as a client can publish them: each is dropped, but the
+    log gets the first few and one line about the rest, not thousands."""
+    config = QueryConfig(enabled=True, topic="test/flood/query")
+    count = 5000
+    with ExitStack() as stack, caplog.at_level(logging.WARNING, logger="agent.query"):
+        link = MqttLink(MqttSettings(HOST, broker.port, client_id="test-query-flood"))
+        listener = QueryListener(agent.daemon, config)
+        listener.start()
+        stack.callback(listener.stop)
+        link.subscribe(config.topic, 1, listener.receive)
+        link.start()
+        stack.callback(link.stop)
+        assert link.wait_connected(10)
+        client = paho.Client(CallbackAPIVersion.VERSION2)
+        client.max_queued_messages_set(0)
+        client.connect(HOST, broker.port)
+        client.loop_start()
+        try:
+            infos = [client.publish(config.topic, b'{"input": 5}', qos=1) for _ in range(count)]
+            for info in infos:
+                info.wait_for_publish(10)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        limiter = listener.warnings
+        # The broker may drop some for a subscriber that falls behind (its queue limit):
+        # wait until nothing more arrives.
+        deadline = time.monotonic() + 30
+        seen, still = -1, 0.0
+        while time.monotonic() < deadline and still < 1.0:
+            logged = len([m for m in caplog.messages if m.startswith(config.topic)])
+            total = logged + limiter.suppressed
+            still = still + 0.05 if total == seen else 0.0
+            seen = total
+            time.sleep(0.05)
+    assert seen > 1000, f"only {seen} of {count} queries reached the agent"
+    assert logged == limiter.burst
+    assert len(caplog.records) == limiter.burst + 1
+    assert caplog.messages[-1] == (
+        "more than 20 warnings in 60 s: counting the rest, not logging them"
+    )
