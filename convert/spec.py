@@ -613,36 +613,29 @@ class _Builder:
     def check_json_text(
         self, text: str, node: Node, label: str, lists: Mapping[str, SlotList]
     ) -> None:
-        # Each {slot} as a number: in quotes or not, the text parses when the template does.
-        sample = PLACEHOLDER_RE.sub("0", text).strip()
-        if not sample.startswith(("{", "[")):
+        """Text that starts like JSON (``{`` or ``[``) must be one JSON object with unique
+        keys, filled with each value of each slot it uses: the runtime fills it as text."""
+        names = list(dict.fromkeys(placeholders(text)))
+        # Each {slot} as a number first: in quotes or not, the text parses when the template does.
+        if not PLACEHOLDER_RE.sub("0", text).strip().startswith(("{", "[")):
             return  # plain text, such as Tasmota's ON
-
-        def unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
-            keys = [key for key, _ in pairs]
-            for key in keys:
-                if keys.count(key) > 1:
-                    raise ValueError(f"duplicate key '{key}'")
-            return dict(pairs)
-
-        try:
-            document = json.loads(sample, object_pairs_hook=unique)
-        except (ValueError, RecursionError) as err:
-            why = getattr(err, "msg", None) or str(err) or "nested too deeply"
-            self.fail(node, f"{label}: action payload is JSON text but not valid JSON ({why})")
-        if not isinstance(document, dict):
-            self.fail(node, f"{label}: action payload JSON text must be an object ({{...}})")
-        for slot in dict.fromkeys(placeholders(text)):
-            for value in lists[slot].values:
-                shown = str(value.value)
-                if isinstance(value.value, str) and (
-                    '"' in shown or "\\" in shown or text_problem(shown) is not None
-                ):
-                    self.fail(
-                        node,
-                        f"{label}: slot '{slot}' value '{shown}' would break the JSON text"
-                        " of the action payload (use a mapping payload instead)",
-                    )
+        fillings: list[tuple[str, str | int]] = [("", 0)]
+        fillings += [(slot, value.value) for slot in names for value in lists[slot].values]
+        for slot, value in fillings:
+            filled = PLACEHOLDER_RE.sub(
+                lambda m, s=slot, v=value: str(v) if m.group(1) == s else "0",
+                text,  # type: ignore[misc]
+            )
+            problem = _json_object_problem(filled)
+            if problem is None:
+                continue
+            if slot:
+                self.fail(
+                    node,
+                    f"{label}: slot '{slot}' value '{value}' makes the action payload"
+                    f" {problem}; use a mapping payload instead",
+                )
+            self.fail(node, f"{label}: action payload is JSON text but {problem}")
 
     def check_placeholders(
         self, text: str, node: Node, label: str, part: str, slots: list[str]
@@ -701,6 +694,27 @@ class _Builder:
         text = str(node.value)
         self.check_placeholders(text, node, label, "payload", slots)
         return text
+
+
+def _json_object_problem(text: str) -> str | None:
+    """Why ``text`` is not one JSON object with unique keys (None when it is)."""
+
+    def unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        keys = [key for key, _ in pairs]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise ValueError(f"duplicate key '{key}'")
+        return dict(pairs)
+
+    try:
+        document = json.loads(text, object_pairs_hook=unique)
+    except RecursionError:
+        return "not valid JSON (nested too deeply)"
+    except ValueError as err:
+        return f"not valid JSON ({getattr(err, 'msg', None) or err})"
+    if not isinstance(document, dict):
+        return "not a JSON object ({...})"
+    return None
 
 
 def _squash(text: str) -> str:

@@ -784,7 +784,7 @@ TOPIC_ERRORS = [
     (
         replace('payload: {"state": "ON"}', "payload: '[1, 2]'"),
         13,
-        "intent 'LightOn': action payload JSON text must be an object ({...})",
+        "intent 'LightOn': action payload is JSON text but not a JSON object ({...})",
     ),
     (
         replace('payload: {"state": "ON"}', "payload: [1, 2]"),
@@ -803,8 +803,14 @@ TOPIC_ERRORS = [
             "    - kitchen\n", """    - 'the den -> den "x"'\n"""
         ),
         13,
-        "intent 'LightOn': slot 'room' value 'den \"x\"' would break the JSON text of the"
-        " action payload (use a mapping payload instead)",
+        "intent 'LightOn': slot 'room' value 'den \"x\"' makes the action payload not valid"
+        " JSON (Expecting ',' delimiter); use a mapping payload instead",
+    ),
+    (
+        replace('payload: {"state": "ON"}', """payload: '{"n": {room}}'"""),
+        13,
+        "intent 'LightOn': slot 'room' value 'kitchen' makes the action payload not valid"
+        " JSON (Expecting value); use a mapping payload instead",
     ),
     (
         replace("    - kitchen\n", '    - "kitchen\\ud800"\n'),
