@@ -17,6 +17,7 @@ from agent.files import FileProblem, read_json, read_regular
 from agent.slots import SlotValue
 from agent.topics import (
     INTENT_NAME_RE,
+    MAX_NAME_CHARS,
     PLACEHOLDER_RE,
     SLOT_NAME_RE,
     filled_topic_problem,
@@ -157,7 +158,7 @@ class _Reader:
             raise self.fail(
                 key,
                 f"{what} '{value}' is not usable in a topic (letters, digits and '_',"
-                " not starting with a digit)",
+                f" not starting with a digit, at most {MAX_NAME_CHARS})",
             )
         return value
 

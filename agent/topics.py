@@ -17,6 +17,7 @@ from typing import Final
 
 __all__ = [
     "INTENT_NAME_RE",
+    "MAX_NAME_CHARS",
     "MAX_TOPIC_BYTES",
     "PLACEHOLDER_RE",
     "SLOT_NAME_RE",
@@ -29,9 +30,12 @@ __all__ = [
 
 MAX_TOPIC_BYTES: Final = 65_535
 """MQTT's limit on any UTF-8 string, a topic included (a two-byte length prefix)."""
-INTENT_NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+MAX_NAME_CHARS: Final = 256
+"""The longest intent or slot name: a name is part of topics (an intent's of
+``hermes/intent/<name>``), which must stay within :data:`MAX_TOPIC_BYTES`."""
+INTENT_NAME_RE: Final = re.compile(rf"[A-Za-z][A-Za-z0-9_]{{0,{MAX_NAME_CHARS - 1}}}\Z")
 """An intent name: it ends ``hermes/intent/<name>`` and Home Assistant's trigger ids."""
-SLOT_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+SLOT_NAME_RE: Final = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_NAME_CHARS - 1}}}\Z")
 """A slot name: the ``{slot}`` of a topic or payload template."""
 PLACEHOLDER_RE: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 """A ``{slot}`` in a topic or payload template."""

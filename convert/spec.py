@@ -26,6 +26,7 @@ from agent.metadata import Action
 from agent.slots import SlotValue
 from agent.topics import (
     INTENT_NAME_RE,
+    MAX_NAME_CHARS,
     PLACEHOLDER_RE,
     SLOT_NAME_RE,
     filled_topic_problem,
@@ -364,7 +365,8 @@ class _Builder:
             if not SLOT_NAME_RE.match(name):
                 self.fail(
                     key_node,
-                    f"invalid slot list name '{name}' (use letters, digits and '_')",
+                    f"invalid slot list name '{name}' (use letters, digits and '_', at most"
+                    f" {MAX_NAME_CHARS})",
                 )
             values = self.slot_values(name, key_node, value_node, language)
             out[name] = SlotList(name, values)
@@ -480,7 +482,7 @@ class _Builder:
                 self.fail(
                     key_node,
                     f"invalid intent name '{name}' (use letters, digits and '_', "
-                    "starting with a letter)",
+                    f"starting with a letter, at most {MAX_NAME_CHARS})",
                 )
             out.append(self.intent(name, key_node, value_node, slots))
         return tuple(out)

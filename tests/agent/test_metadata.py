@@ -114,7 +114,15 @@ BROKEN: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
             d["labels"].__setitem__(0, "Light#On"),
         ),
         "intents.Light#On: intent name 'Light#On' is not usable in a topic (letters, digits"
-        " and '_', not starting with a digit)",
+        " and '_', not starting with a digit, at most 256)",
+    ),
+    "intent name of 300 characters": (
+        lambda d: (
+            d["intents"].__setitem__("L" * 300, d["intents"].pop("LightOn")),
+            d["labels"].__setitem__(0, "L" * 300),
+        ),
+        f"intents.{'L' * 300}: intent name '{'L' * 300}' is not usable in a topic (letters,"
+        " digits and '_', not starting with a digit, at most 256)",
     ),
     "numeric topic": (
         lambda d: _topic(d, 5),

@@ -370,15 +370,16 @@ def test_a_burst_of_bad_text_commands_leaves_a_few_lines(
         # wait until nothing more arrives.
         deadline = time.monotonic() + 30
         seen, still = -1, 0.0
-        while time.monotonic() < deadline and still < 1.0:
+        while time.monotonic() < deadline and still < 3.0:
             logged = len([m for m in caplog.messages if m.startswith(config.topic)])
             total = logged + limiter.suppressed
             still = still + 0.05 if total == seen else 0.0
             seen = total
             time.sleep(0.05)
-    assert seen > 1000, f"only {seen} of {count} queries reached the agent"
+    # mosquitto queues at most 1,000 messages for a subscriber that lags (max_queued_messages).
+    assert seen >= 500, f"only {seen} of {count} queries reached the agent"
     assert logged == limiter.burst
-    assert len(caplog.records) == limiter.burst + 1
+    assert len(caplog.records) == limiter.burst + 1, caplog.messages[limiter.burst :]
     assert caplog.messages[-1] == (
         "more than 20 warnings in 60 s: counting the rest, not logging them"
     )

@@ -96,7 +96,7 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
             m, lambda d: d["intents"].__setitem__("Music#Stop", d["intents"]["MusicStop"])
         ),
         "{m}/model.json: intents.Music#Stop: intent name 'Music#Stop' is not usable in a topic"
-        " (letters, digits and '_', not starting with a digit)",
+        " (letters, digits and '_', not starting with a digit, at most 256)",
     ),
 }
 

@@ -400,12 +400,13 @@ ERRORS = [
     (
         replace("  LightOn:", "  1Light:"),
         8,
-        "invalid intent name '1Light' (use letters, digits and '_', starting with a letter)",
+        "invalid intent name '1Light' (use letters, digits and '_', starting with a letter,"
+        " at most 256)",
     ),
     (
         replace("  room:", "  my room:"),
         4,
-        "invalid slot list name 'my room' (use letters, digits and '_')",
+        "invalid slot list name 'my room' (use letters, digits and '_', at most 256)",
     ),
     (
         replace("slots:\n", "slots:\n  ? [a]\n  : [b]\n"),
