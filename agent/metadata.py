@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -147,6 +148,15 @@ class _Reader:
             raise self.fail(name, f"expected {expected}, got {_kind(value)}")
         return value
 
+    def objects(self, value: object, key: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The items of a list of objects, each with its key for messages (``key[i]``)."""
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected a list, got {_kind(value)}")
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise self.fail(f"{key}[{index}]", f"expected an object, got {_kind(item)}")
+            yield f"{key}[{index}]", item
+
     def strings(self, value: object, key: str) -> tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.fail(key, f"expected a list of strings, got {_kind(value)}")
@@ -206,13 +216,8 @@ def _slots(read: _Reader, data: dict[str, Any]) -> dict[str, tuple[SlotValue, ..
     for name, values in read.get(data, "slots", dict).items():
         key = f"slots.{name}"
         read.name(name, key, SLOT_NAME_RE, "slot name")
-        if not isinstance(values, list):
-            raise read.fail(key, f"expected a list, got {_kind(values)}")
         parsed: list[SlotValue] = []
-        for index, item in enumerate(values):
-            where = f"{key}[{index}]"
-            if not isinstance(item, dict):
-                raise read.fail(where, f"expected an object, got {_kind(item)}")
+        for where, item in read.objects(values, key):
             value = read.get(item, "value", str, int, where=where)
             synonyms = read.get(item, "synonyms", list, where=where)
             synonyms = read.strings(synonyms, f"{where}.synonyms")
@@ -224,13 +229,8 @@ def _slots(read: _Reader, data: dict[str, Any]) -> dict[str, tuple[SlotValue, ..
 def _actions(
     read: _Reader, key: str, value: object, slots: tuple[str, ...], lists: dict[str, Any]
 ) -> tuple[Action, ...]:
-    if not isinstance(value, list):
-        raise read.fail(key, f"expected a list, got {_kind(value)}")
     actions: list[Action] = []
-    for index, item in enumerate(value):
-        where = f"{key}[{index}]"
-        if not isinstance(item, dict):
-            raise read.fail(where, f"expected an object, got {_kind(item)}")
+    for where, item in read.objects(value, key):
         topic = read.get(item, "topic", str, where=where)
         problem = topic_problem(topic)
         if problem is not None:

@@ -265,6 +265,22 @@ def test_the_node_red_example_flow_consumes_intents_and_sends_text_commands() ->
     assert parse_query(inject["payload"].encode(), 4096).input == "turn on the kitchen light"
 
 
+def _listening(
+    agent: QueryListener, config: QueryConfig, settings: MqttSettings, stack: ExitStack
+) -> tuple[MqttLink, QueryListener]:
+    """A query listener of its own (the agent's models) on a link of its own, connected."""
+    link = MqttLink(settings)
+    daemon = Daemon(agent.daemon.recognizer, agent.daemon.classifier, link, site_id=SITE)
+    listener = QueryListener(daemon, config)
+    listener.start()
+    stack.callback(listener.stop)
+    link.subscribe(config.topic, 1, listener.receive)
+    link.start()
+    stack.callback(link.stop)
+    assert link.wait_connected(10)
+    return link, listener
+
+
 def test_the_subscription_survives_a_broker_restart(agent: QueryListener, tmp_path: Path) -> None:
     # A broker of its own, restarted on the same port: the session is clean, so only a
     # subscribe on every reconnect keeps text commands working.
@@ -272,17 +288,8 @@ def test_the_subscription_survives_a_broker_restart(agent: QueryListener, tmp_pa
     config = QueryConfig(enabled=True)
     with ExitStack() as stack:
         stack.callback(own.stop)
-        link = MqttLink(
-            MqttSettings(HOST, own.port, client_id="test-query-restart", reconnect_min=0.1)
-        )
-        daemon = Daemon(agent.daemon.recognizer, agent.daemon.classifier, link, site_id=SITE)
-        listener = QueryListener(daemon, config)
-        listener.start()
-        stack.callback(listener.stop)
-        link.subscribe(config.topic, 1, listener.receive)
-        link.start()
-        stack.callback(link.stop)
-        assert link.wait_connected(10)
+        settings = MqttSettings(HOST, own.port, client_id="test-query-restart", reconnect_min=0.1)
+        link, _ = _listening(agent, config, settings, stack)
         own.stop()
         own.start()
         deadline = time.monotonic() + 20
@@ -346,14 +353,8 @@ def test_a_burst_of_bad_text_commands_leaves_a_few_lines(
     config = QueryConfig(enabled=True, topic="test/flood/query")
     count = 5000
     with ExitStack() as stack, caplog.at_level(logging.WARNING, logger="agent.query"):
-        link = MqttLink(MqttSettings(HOST, broker.port, client_id="test-query-flood"))
-        listener = QueryListener(agent.daemon, config)
-        listener.start()
-        stack.callback(listener.stop)
-        link.subscribe(config.topic, 1, listener.receive)
-        link.start()
-        stack.callback(link.stop)
-        assert link.wait_connected(10)
+        settings = MqttSettings(HOST, broker.port, client_id="test-query-flood")
+        _, listener = _listening(agent, config, settings, stack)
         client = paho.Client(CallbackAPIVersion.VERSION2)
         client.max_queued_messages_set(0)
         client.connect(HOST, broker.port)
