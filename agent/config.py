@@ -681,10 +681,10 @@ def _read_toml(path: Path, name: str) -> dict[str, object]:
     try:
         # A FIFO, a device or a folder is refused at once, not waited on.
         data, status = read_regular(path, MAX_FILE_BYTES)
-    except FileProblem as problem:
-        if str(problem).startswith("too large"):
+    except FileProblem as refused:
+        if str(refused).startswith("too large"):
             raise ConfigError(f"{name}: too large for a configuration file (over 1 MiB)") from None
-        raise ConfigError(f"{name}: {problem}") from None
+        raise ConfigError(f"{name}: {refused}") from None
     mode = status.st_mode
     try:
         text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")  # a BOM is harmless

@@ -624,9 +624,10 @@ class _Builder:
         fillings: list[tuple[str, str | int]] = [("", 0)]
         fillings += [(slot, value.value) for slot in names for value in lists[slot].values]
         for slot, value in fillings:
-            filled = PLACEHOLDER_RE.sub(
-                lambda m, s=slot, v=value: str(v) if m.group(1) == s else "0",
-                text,  # type: ignore[misc]
+            parts = PLACEHOLDER_RE.split(text)  # text, slot name, text, slot name, ...
+            filled = "".join(
+                part if i % 2 == 0 else str(value) if part == slot else "0"
+                for i, part in enumerate(parts)
             )
             problem = _json_object_problem(filled)
             if problem is None:

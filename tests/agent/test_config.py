@@ -448,6 +448,15 @@ def test_password_from_the_given_environment(
     assert error(path, environ={"VOICE_AGENT_MQTT_PASSWORD": ""}) == (
         "config.toml: mqtt.password_env: environment variable VOICE_AGENT_MQTT_PASSWORD is empty"
     )
+    # MQTT carries at most 65,535 bytes (a longer one would kill paho's network thread),
+    # and only UTF-8 (an environment of stray bytes decodes to lone surrogates).
+    for secret, problem in [
+        ("p" * 65_536, "the password is longer than MQTT's 65535 bytes"),
+        ("p\udcff", "the password is not valid UTF-8"),
+    ]:
+        assert error(path, environ={"VOICE_AGENT_MQTT_PASSWORD": secret}) == (
+            f"config.toml: mqtt.password_env: {problem}"
+        )
 
 
 def test_literal_password_only_in_a_private_file(tmp_path: Path) -> None:
