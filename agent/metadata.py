@@ -226,6 +226,22 @@ def _slots(read: _Reader, data: dict[str, Any]) -> dict[str, tuple[SlotValue, ..
     return out
 
 
+def _payload_slots(payload: object) -> set[str]:
+    """The ``{slot}`` names in a payload's strings and keys (walked without recursion)."""
+    names: set[str] = set()
+    stack = [payload]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            names.update(PLACEHOLDER_RE.findall(node))
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return names
+
+
 def _actions(
     read: _Reader, key: str, value: object, slots: tuple[str, ...], lists: dict[str, Any]
 ) -> tuple[Action, ...]:
@@ -246,10 +262,15 @@ def _actions(
                         f"{where}.topic",
                         f"slot '{slot}' value '{choice.value}' cannot fill '{topic}': it {problem}",
                     )
+        payload = item.get("payload")
+        for slot in _payload_slots(payload):
+            if slot not in slots:
+                problem = f"uses {{{slot}}}, not a slot of the intent"
+                raise read.fail(f"{where}.payload", problem)
         retain = item.get("retain", False)
         if not isinstance(retain, bool):
             raise read.fail(f"{where}.retain", f"expected a boolean, got {_kind(retain)}")
-        actions.append(Action(topic, item.get("payload"), retain))
+        actions.append(Action(topic, payload, retain))
     return tuple(actions)
 
 

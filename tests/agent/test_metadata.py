@@ -142,6 +142,10 @@ BROKEN: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         "intents.LightOn.actions[0].topic: slot 'room' value 'first/floor' cannot fill"
         " 'zigbee2mqtt/{room}_light/set': it holds '/', which would add a topic level",
     ),
+    "payload with a slot the intent lacks": (
+        lambda d: d["intents"]["LightOn"]["actions"][0].update(payload={"x": ["{nosuch}"]}),
+        "intents.LightOn.actions[0].payload: uses {nosuch}, not a slot of the intent",
+    ),
     "positions of 10**12": (
         lambda d: d["featurizer"].update(positions=10**12),
         "featurizer: positions must be an integer from 1 to 512, not 1000000000000",
