@@ -135,6 +135,8 @@ def test_intent_filter_restricts_what_is_accepted(
     topic, body = subscriber.json()
     assert topic == "hermes/intent/LightOn"
     assert isinstance(body, dict) and body["id"] == "f-2"
+    # Its device action too: left in flight, it would be the next test's first message.
+    assert subscriber.get().topic == "zigbee2mqtt/kitchen_light/set"
 
 
 @pytest.mark.parametrize(
@@ -379,8 +381,8 @@ def test_a_burst_of_bad_text_commands_leaves_a_few_lines(
             time.sleep(0.05)
     # mosquitto queues at most 1,000 messages for a subscriber that lags (max_queued_messages).
     assert seen >= 500, f"only {seen} of {count} queries reached the agent"
-    assert logged == limiter.burst
-    assert len(caplog.records) == limiter.burst + 1, caplog.messages[limiter.burst :]
-    assert caplog.messages[-1] == (
+    ours = [m for m in caplog.messages if m.startswith((config.topic, "more than"))]
+    assert logged == limiter.burst, ours[limiter.burst :]
+    assert ours[limiter.burst :] == [
         "more than 20 warnings in 60 s: counting the rest, not logging them"
-    )
+    ]
