@@ -22,18 +22,9 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from agent import topics
 from agent.metadata import Action
 from agent.slots import SlotValue
-from agent.topics import (
-    INTENT_NAME_RE,
-    MAX_NAME_CHARS,
-    PLACEHOLDER_RE,
-    SLOT_NAME_RE,
-    filled_topic_problem,
-    printable,
-    text_problem,
-    topic_problem,
-)
 from convert.templates import Template, TemplateError, parse_template
 
 __all__ = [
@@ -50,7 +41,7 @@ __all__ = [
 
 NAME_RE: Final = re.compile(r"[a-z0-9_-]+\Z")
 LANGUAGE_RE: Final = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*\Z")
-INTENT_RE: Final = INTENT_NAME_RE
+INTENT_RE: Final = topics.INTENT_NAME_RE
 MAX_RANGE_VALUES: Final = 10_000
 MAX_PAYLOAD_NODES: Final = 10_000
 MAX_PAYLOAD_DEPTH: Final = 64
@@ -86,8 +77,8 @@ class SpecError(Exception):
 
     def __str__(self) -> str:
         if self.line is None:
-            return printable(f"{self.path}: {self.problem}")
-        return printable(f"{self.path}:{self.line}: {self.problem}")
+            return topics.printable(f"{self.path}: {self.problem}")
+        return topics.printable(f"{self.path}:{self.line}: {self.problem}")
 
 
 @dataclass(frozen=True)
@@ -134,7 +125,7 @@ class Spec:
 
 def placeholders(text: str) -> list[str]:
     """The ``{slot}`` names in an action topic or payload string, in order."""
-    return PLACEHOLDER_RE.findall(text)
+    return topics.PLACEHOLDER_RE.findall(text)
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -194,7 +185,7 @@ def _refuse_surrogates(path: str, root: Node | None) -> None:
             continue
         seen.add(id(node))
         if isinstance(node, ScalarNode):
-            problem = text_problem(str(node.value), MAX_SPEC_BYTES)
+            problem = topics.text_problem(str(node.value), MAX_SPEC_BYTES)
             if problem is not None and "surrogate" in problem:
                 raise SpecError(path, _line(node), f"the text {problem}")
         elif isinstance(node, MappingNode):
@@ -362,11 +353,11 @@ class _Builder:
             return {}
         out: dict[str, SlotList] = {}
         for name, key_node, value_node in self.mapping(node, "slots", dup="slot list"):
-            if not SLOT_NAME_RE.match(name):
+            if not topics.SLOT_NAME_RE.match(name):
                 self.fail(
                     key_node,
                     f"invalid slot list name '{name}' (use letters, digits and '_', at most"
-                    f" {MAX_NAME_CHARS})",
+                    f" {topics.MAX_NAME_CHARS})",
                 )
             values = self.slot_values(name, key_node, value_node, language)
             out[name] = SlotList(name, values)
@@ -482,7 +473,7 @@ class _Builder:
                 self.fail(
                     key_node,
                     f"invalid intent name '{name}' (use letters, digits and '_', "
-                    f"starting with a letter, at most {MAX_NAME_CHARS})",
+                    f"starting with a letter, at most {topics.MAX_NAME_CHARS})",
                 )
             out.append(self.intent(name, key_node, value_node, slots))
         return tuple(out)
@@ -561,7 +552,7 @@ class _Builder:
         if "topic" not in keys:
             self.fail(node, f"{where} is missing 'topic'")
         topic = self.string(keys["topic"], f"topic of {label}")
-        problem = topic_problem(topic)
+        problem = topics.topic_problem(topic)
         if problem is not None:
             self.fail(keys["topic"], f"{label}: action topic '{topic}' {problem}")
         self.check_placeholders(topic, keys["topic"], label, "topic", slots)
@@ -585,7 +576,7 @@ class _Builder:
         for slot in dict.fromkeys(placeholders(topic)):
             for value in lists[slot].values:
                 text = str(value.value)
-                problem = filled_topic_problem(topic, slot, text)
+                problem = topics.filled_topic_problem(topic, slot, text)
                 if problem is not None:
                     self.fail(
                         node,
@@ -619,12 +610,12 @@ class _Builder:
         keys, filled with each value of each slot it uses: the runtime fills it as text."""
         names = list(dict.fromkeys(placeholders(text)))
         # Each {slot} as a number first: in quotes or not, the text parses when the template does.
-        if not PLACEHOLDER_RE.sub("0", text).strip().startswith(("{", "[")):
+        if not topics.PLACEHOLDER_RE.sub("0", text).strip().startswith(("{", "[")):
             return  # plain text, such as Tasmota's ON
         fillings: list[tuple[str, str | int]] = [("", 0)]
         fillings += [(slot, value.value) for slot in names for value in lists[slot].values]
         for slot, value in fillings:
-            parts = PLACEHOLDER_RE.split(text)  # text, slot name, text, slot name, ...
+            parts = topics.PLACEHOLDER_RE.split(text)  # text, slot name, text, slot name, ...
             filled = "".join(
                 part if i % 2 == 0 else str(value) if part == slot else "0"
                 for i, part in enumerate(parts)
