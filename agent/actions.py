@@ -14,11 +14,8 @@ from typing import Any
 
 from agent.metadata import IntentInfo
 from agent.slots import Slot
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-# Characters that would change a topic's meaning: a level separator, wildcards, and NUL
-# (which MQTT forbids in UTF-8 strings).
-_TOPIC_UNSAFE = ("/", "+", "#", "\x00")
+from agent.topics import PLACEHOLDER_RE as _PLACEHOLDER
+from agent.topics import level_problem, printable, topic_problem
 
 
 @dataclass(frozen=True)
@@ -49,8 +46,9 @@ def _fill(template: str, values: Mapping[str, str | int], in_topic: bool) -> str
         if name not in values:
             raise _Skip(f"slot '{name}' was not found")
         text = str(values[name])
-        if in_topic and any(c in text for c in _TOPIC_UNSAFE):
-            raise _Skip(f"slot '{name}' value {text!r} is not allowed in a topic")
+        if in_topic and level_problem(text) is not None:
+            # The model's loader refuses such values; this guards models assembled by hand.
+            raise _Skip(f"slot '{name}' value '{printable(text)}' is not allowed in a topic")
         return text
 
     return _PLACEHOLDER.sub(replace, template)
@@ -97,6 +95,9 @@ def render_actions(intent: IntentInfo, slots: tuple[Slot, ...]) -> RenderedActio
     for index, action in enumerate(intent.actions):
         try:
             topic = _fill(action.topic, values, in_topic=True)
+            problem = topic_problem(topic)
+            if problem is not None:
+                raise _Skip(f"topic '{printable(topic)}' {problem}")
             payload = _payload_bytes(_fill_value(action.payload, values))
         except _Skip as why:
             skipped.append(f"{intent.name} action {index + 1} ({action.topic}): {why}")

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from agent.featurize import Featurizer, normalize, tokenize
-from agent.metadata import NONE_LABEL, ModelError, ModelInfo, check_tflite, load_model_info
+from agent.metadata import (
+    NONE_LABEL,
+    ModelError,
+    ModelInfo,
+    check_tflite,
+    load_model_info,
+    read_tflite,
+)
 from agent.slots import Slot, SlotMatcher
 from agent.tflite import SparseRunner, available_runtime, open_interpreter
 
@@ -47,10 +54,7 @@ class IntentClassifier:
         self.slots = SlotMatcher(info.slots)
         # Checked again on the very bytes loaded: the file may have changed since model.json
         # was read (a copy in progress), and a truncated flatbuffer crashes the runtime.
-        try:
-            content = info.tflite_path.read_bytes()
-        except OSError as err:
-            raise ModelError(f"{info.tflite_path}: cannot read: {err.strerror or err}") from None
+        content = read_tflite(info.tflite_path)
         check_tflite(info.tflite_path, content, info.tflite_sha256)
         self.runtime = available_runtime(runtime)
 

@@ -25,11 +25,13 @@ from typing import Final
 
 from agent.errors import UsageError
 from agent.feedback import FeedbackError, read_sound
+from agent.files import FileProblem, read_regular
 from agent.metadata import METADATA_FILE
 from agent.mqtt import PROTOCOLS, MqttSettings
 from agent.outbox import OutboxSettings
 from agent.recognizer import DecoderOptions
 from agent.tflite import RUNTIMES
+from agent.topics import MAX_TOPIC_BYTES, level_problem, text_problem, topic_problem
 
 __all__ = [
     "DEFAULT_TOML",
@@ -518,6 +520,13 @@ def _device(value: object) -> str | int:
     )
 
 
+def _host(value: object) -> str:
+    ok = isinstance(value, str) and 0 < len(value) <= MAX_HOST_CHARS and value.isprintable()
+    if not ok or " " in value:  # type: ignore[operator]
+        raise _Invalid(f"expected a host name or address, got {_show(value)}")
+    return value  # type: ignore[return-value]
+
+
 def _env_name(value: object) -> str:
     if not isinstance(value, str) or "=" in value or "\x00" in value:
         raise _Invalid(f"expected the name of an environment variable, got {_show(value)}")
@@ -526,12 +535,60 @@ def _env_name(value: object) -> str:
 
 def _prefix(value: object) -> str:
     """A discovery prefix: topic levels without wildcards or empty levels."""
-    if not isinstance(value, str) or not re.fullmatch(r"[^/+#\x00]+(/[^/+#\x00]+)*", value):
+    if (
+        not isinstance(value, str)
+        or not re.fullmatch(r"[^/+#\x00]+(/[^/+#\x00]+)*", value)
+        or topic_problem(value) is not None
+    ):
         raise _Invalid(
             f'expected a topic prefix such as "homeassistant" (no wildcards, no leading,'
             f" trailing or double '/'), got {_show(value)}"
         )
     return value
+
+
+MAX_SITE_ID_BYTES: Final = 128
+"""A site id is a room's name and one level of several topics; 128 bytes is plenty."""
+MAX_CLIENT_ID_BYTES: Final = 256
+"""MQTT and paho cap a client id at 65,535 bytes (a longer one kills paho's network thread
+while the agent looks alive); brokers need accept only 23; 256 holds any derived id."""
+MAX_HOST_CHARS: Final = 253
+"""The longest DNS name."""
+
+
+def _topic(*, empty: bool) -> Callable[[object], str]:
+    """An MQTT topic under the one rule of :mod:`agent.topics` ("" allowed if ``empty``)."""
+
+    def check(value: object) -> str:
+        if isinstance(value, str) and value == "" and empty:
+            return value
+        problem = topic_problem(value) if isinstance(value, str) else "is not a string"
+        if problem is not None:
+            raise _Invalid(f"expected an MQTT topic, got {_show(value)}, which {problem}")
+        return value  # type: ignore[return-value]
+
+    return check
+
+
+def _mqtt_text(
+    max_bytes: int, *, level: bool = False, empty: bool = True
+) -> Callable[[object], str]:
+    """A string MQTT can carry: no control characters or lone surrogates, at most
+    ``max_bytes`` of UTF-8; with ``level``, also usable as one topic level."""
+
+    def check(value: object) -> str:
+        if not isinstance(value, str) or (not value and not empty):
+            kind = "a non-empty string" if not empty else "a string"
+            raise _Invalid(f"expected {kind}, got {_show(value)}")
+        if not value:
+            return value
+        problem = level_problem(value) if level else None
+        problem = problem or text_problem(value, max_bytes)
+        if problem is not None:
+            raise _Invalid(f"{_show(value)} {problem}")
+        return value
+
+    return check
 
 
 def _node_id(value: object) -> str:
@@ -596,13 +653,11 @@ _SCHEMA: Final[Mapping[str, _Key]] = MappingProxyType(
         "audio.channels": _Key(0, _integer(0, 2, "0 (the device's own), 1 or 2"), "int"),
         "audio.wav": _Key("", _path, "path"),
         "audio.stall_timeout": _Key(10.0, _number(1.0, 300.0), "float"),
-        "mqtt.host": _Key(
-            "localhost", _string(empty=False, forbid=" ", what="a host name or address")
-        ),
+        "mqtt.host": _Key("localhost", _host),
         "mqtt.port": _Key(1883, _integer(1, 65535), "int"),
-        "mqtt.client_id": _Key("", _string()),
-        "mqtt.site_id": _Key("", _string(forbid="+#/")),
-        "mqtt.username": _Key("", _string()),
+        "mqtt.client_id": _Key("", _mqtt_text(MAX_CLIENT_ID_BYTES)),
+        "mqtt.site_id": _Key("", _mqtt_text(MAX_SITE_ID_BYTES, level=True)),
+        "mqtt.username": _Key("", _mqtt_text(MAX_TOPIC_BYTES)),
         "mqtt.password": _Key("", _string()),
         "mqtt.password_file": _Key("", _path, "path"),
         "mqtt.password_env": _Key("", _env_name),
@@ -611,7 +666,7 @@ _SCHEMA: Final[Mapping[str, _Key]] = MappingProxyType(
         "mqtt.cert_file": _Key("", _path, "path"),
         "mqtt.key_file": _Key("", _path, "path"),
         "mqtt.keepalive": _Key(30, _integer(1, 65535), "int"),
-        "mqtt.availability_topic": _Key("", _string(forbid="+#")),
+        "mqtt.availability_topic": _Key("", _topic(empty=True)),
         "mqtt.reconnect_min": _Key(1.0, _number(0.0), "float"),
         "mqtt.reconnect_max": _Key(60.0, _number(0.0), "float"),
         "mqtt.protocol": _Key("5", _choice(*PROTOCOLS)),
@@ -621,9 +676,7 @@ _SCHEMA: Final[Mapping[str, _Key]] = MappingProxyType(
         "outbox.max_age": _Key(86_400.0, _number(1.0, 10.0**9), "float"),
         "outbox.expire_after": _Key(60.0, _number(0.0, 10.0**9), "float"),
         "query.enabled": _Key(False, _boolean, "bool"),
-        "query.topic": _Key(
-            "hermes/nlu/query", _string(empty=False, forbid="+#", what="a topic without wildcards")
-        ),
+        "query.topic": _Key("hermes/nlu/query", _topic(empty=False)),
         "query.max_bytes": _Key(4096, _integer(64, 65536), "int"),
         "feedback.enabled": _Key(False, _boolean, "bool"),
         "feedback.wake": _Key("", _path, "path"),
@@ -687,13 +740,13 @@ a huge file by mistake must not fill the memory."""
 def _read_toml(path: Path, name: str) -> dict[str, object]:
     """Parse the file; refuse a world-readable one that holds a literal password."""
     try:
-        with path.open("rb") as file:
-            mode = os.fstat(file.fileno()).st_mode
-            data = file.read(MAX_FILE_BYTES + 1)
-    except OSError as err:
-        raise ConfigError(f"{name}: cannot read: {_reason(err)}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(f"{name}: too large for a configuration file (over 1 MiB)")
+        # A FIFO, a device or a folder is refused at once, not waited on.
+        data, status = read_regular(path, MAX_FILE_BYTES)
+    except FileProblem as refused:
+        if str(refused).startswith("too large"):
+            raise ConfigError(f"{name}: too large for a configuration file (over 1 MiB)") from None
+        raise ConfigError(f"{name}: {refused}") from None
+    mode = status.st_mode
     try:
         text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")  # a BOM is harmless
     except UnicodeDecodeError as err:
@@ -847,14 +900,14 @@ def _password(values: _Values, environ: Mapping[str, str]) -> str | None:
     if values.values["mqtt.username"] == "":
         raise values.fail(key, "a password needs mqtt.username")
     if key == "mqtt.password":
-        return values.text(key)
+        return _mqtt_password(values, key, values.text(key))
     if key == "mqtt.password_env":
         variable = values.text(key)
         secret = environ.get(variable)
         if not secret:
             state = "is not set" if secret is None else "is empty"
             raise values.fail(key, f"environment variable {_clean(variable)} {state}")
-        return secret
+        return _mqtt_password(values, key, secret)
     path = _readable(values, key)
     assert path is not None
     shown = _clean(str(path))
@@ -870,6 +923,17 @@ def _password(values: _Values, environ: Mapping[str, str]) -> str | None:
         raise values.fail(key, f"{shown}: not UTF-8 text") from None
     if not secret:
         raise values.fail(key, f"{shown}: is empty")
+    return _mqtt_password(values, key, secret)
+
+
+def _mqtt_password(values: _Values, key: str, secret: str) -> str:
+    """``secret`` if MQTT can carry it (never quoted: it is a secret)."""
+    try:
+        size = len(secret.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise values.fail(key, "the password is not valid UTF-8") from None
+    if size > MAX_TOPIC_BYTES:
+        raise values.fail(key, f"the password is longer than MQTT's {MAX_TOPIC_BYTES} bytes")
     return secret
 
 

@@ -31,6 +31,22 @@ shares (CLINC150's int8 student lost 0.3 point in scope to that)."""
 _WORD_ROW_WEIGHT = np.full(1, WORD_ROW_WEIGHT, np.float32).tobytes()
 
 
+_INT_BOUNDS = {
+    "dim": (16, 1 << 22),
+    "word_ngrams": (1, 8),
+    "char_min": (0, 32),
+    "char_max": (0, 32),
+    "window": (1, 15),
+    "positions": (1, 512),
+}
+"""Bounds of the integer settings: far beyond any model convert makes (dim 4096 to 8192,
+positions 16, window 3), and small enough that nothing sized from them exhausts a Pi."""
+MAX_CHAR_WEIGHT = 100.0
+MAX_WORD_ROWS = 100_000
+"""Words with a first-layer row of their own (convert's default is 4096)."""
+MAX_LEXICON = 500_000
+"""Words of the word-vector branch (convert's default is 20,000; MiniLM has 30,522)."""
+
 _WORD_LISTS = ("words", "lexicon")
 """The fields of :class:`FeaturizerConfig` that are word lists: checked, and stored in a
 model's JSON (only when not empty), alike."""
@@ -71,6 +87,19 @@ class FeaturizerConfig:
     """Words of a sentence the branch reads (the rest only reach the n-gram features)."""
 
     def __post_init__(self) -> None:
+        # A model.json is input: every size is bounded before anything is allocated from
+        # it (positions = 10**12 would ask for terabytes of window indices).
+        for key, (low, high) in _INT_BOUNDS.items():
+            value = getattr(self, key)
+            if type(value) is not int or not low <= value <= high:
+                shown = f", not {value}" if type(value) is int else ""
+                raise ValueError(f"featurizer {key} must be an integer from {low} to {high}{shown}")
+        weight = self.char_weight
+        if type(weight) not in (int, float) or not 0.0 <= weight <= MAX_CHAR_WEIGHT:
+            raise ValueError(f"featurizer char_weight must be a number from 0 to {MAX_CHAR_WEIGHT}")
+        for key, most in (("words", MAX_WORD_ROWS), ("lexicon", MAX_LEXICON)):
+            if len(getattr(self, key)) > most:
+                raise ValueError(f"featurizer {key} has more than {most} words")
         if self.norm not in NORMS:
             raise ValueError(f"featurizer norm must be one of {', '.join(NORMS)}, not {self.norm}")
         if self.dim < 16 or self.dim & (self.dim - 1):

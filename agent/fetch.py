@@ -1,8 +1,10 @@
 """Download and install a Vosk speech model: ``voice-agent models fetch``.
 
-The archive is checked (length, optional sha256, zip CRCs, safe member names, Vosk layout)
-and extracted in a temporary directory beside the target, then swapped in with one rename,
-so a failure at any point leaves the previously installed model as it was and nothing behind.
+Only over HTTPS (redirects included) or from a local file. The archive is checked (length,
+sha256 when given or pinned, size caps, zip CRCs, safe member names, Vosk layout) and
+extracted in a temporary directory beside the target, then swapped in with one rename, so a
+failure at any point leaves the previously installed model as it was and nothing behind
+(the temporary directory of a fetch that was killed is removed by the next one).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import contextlib
 import ctypes
 import errno
+import fcntl
 import hashlib
 import http.client
 import os
@@ -40,7 +43,9 @@ __all__ = [
     "DEFAULT_DIR",
     "DEFAULT_MODEL",
     "KNOWN_MODELS",
+    "PINNED_SHA256",
     "FetchError",
+    "Limits",
     "fetch_model",
     "register",
     "resolve_source",
@@ -58,6 +63,14 @@ KNOWN_MODELS: Final = {
     )
 }
 """Small Vosk models (40-80 MB, fit for a Pi) by name, as listed on alphacephei.com."""
+PINNED_SHA256: Final = {
+    KNOWN_MODELS["vosk-model-small-en-us-0.15"]: (
+        "30f26242c4eb449f948e42cb302dd7a686cb29a3423a8367f99ff41780942498"
+    ),
+}
+"""The sha256 a known model's archive must have when no ``--sha256`` is given. A known
+model without one here rests on HTTPS alone: alphacephei.com publishes no checksums, and
+a hash is added only once a download has been checked against it."""
 DEFAULT_MODEL: Final = "vosk-model-small-en-us-0.15"
 DEFAULT_DIR: Final = Path("/var/lib/voice-agent/vosk")
 USER_DIR: Final = Path.home() / ".cache" / "voice-agent" / "vosk"
@@ -72,6 +85,27 @@ _AT_FDCWD: Final = -100
 
 Progress = Callable[[int, int | None], None]
 """Called with (bytes received, total bytes or None) as the download goes."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an archive may cost before it is refused: a zip bomb (2 MB that unpacks to
+    2 GB), an archive of thousands of members, or a server that never stops sending."""
+
+    download: int = 4 << 30
+    """Bytes downloaded. The small models are 40-80 MB; the largest Vosk models ~2.3 GB."""
+    unpacked: int = 8 << 30
+    """Bytes once extracted (the largest Vosk models unpack to ~4 GB)."""
+    ratio: float = 20.0
+    """Unpacked bytes per archive byte, beyond :data:`RATIO_FLOOR`: a model's files are
+    binary and compress to half at best; a bomb reaches a thousand."""
+    members: int = 1000
+    """Files and folders in the archive; a Vosk model has 20 to 100."""
+
+
+RATIO_FLOOR: Final = 64 << 20
+"""Archives that unpack to less than this are not held to ``Limits.ratio``: a few
+well-compressed text files are no threat."""
 
 
 class FetchError(UsageError):
@@ -100,36 +134,84 @@ def fetch_model(
     sha256: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     progress: Progress | None = None,
+    limits: Limits = Limits(),
 ) -> Path:
     """Download the Vosk model archive at ``url`` and install it as ``directory/<its folder>``.
 
-    An existing model of that name is replaced only once the new one is complete and valid.
-    Raises :class:`FetchError` (one line) for any failure, leaving ``directory`` as it was.
+    ``url`` is https (so is every redirect) or a local ``file:`` URL; ``sha256`` defaults
+    to the pinned one of a known model. An existing model of that name is replaced only
+    once the new one is complete and valid. Raises :class:`FetchError` (one line) for any
+    failure, leaving ``directory`` as it was.
     """
-    expected = _check_sha256(sha256)
+    _check_scheme(url, url)
+    expected = _check_sha256(sha256) or PINNED_SHA256.get(url)
     directory = Path(directory)
     created = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=directory))
+        lock = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
         raise FetchError(f"{directory}: cannot create: {err.strerror or err}") from None
+    work: Path | None = None
     try:
+        # One fetch per directory at a time: any work directory found now was left by a
+        # fetch that was killed, and is removed before it fills the disk a second time.
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise FetchError(f"{directory}: another fetch is installing here") from None
+        _remove_stale(directory)
+        try:
+            work = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=directory))
+        except OSError as err:
+            raise FetchError(f"{directory}: cannot create: {err.strerror or err}") from None
         archive = work / "archive.zip"
-        digest = _download(url, archive, timeout, progress)
+        digest = _download(url, archive, timeout, progress, limits.download)
         if expected is not None and digest != expected:
             raise FetchError(f"{url}: sha256 mismatch: expected {expected}, got {digest}")
-        new = _extract(url, archive, work / "new")
+        new = _extract(url, archive, work / "new", limits)
         archive.unlink()
         return _install(new, directory / new.name, work)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
         if created:
             with contextlib.suppress(OSError):
                 directory.rmdir()  # only if still empty: a failed fetch leaves no trace
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+        os.close(lock)
+
+
+def _remove_stale(directory: Path) -> None:
+    """Remove the work directories of earlier fetches (the caller holds the lock)."""
+    for entry in directory.glob(f"{TEMP_PREFIX}*"):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _check_scheme(url: str, shown: str) -> None:
+    """Refuse anything but https (and a local file named directly, never by a redirect)."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme == "https" or (scheme == "file" and url == shown):
+        return
+    if url != shown:
+        raise FetchError(f"{shown}: refused a redirect to {url}: only https is followed")
+    raise FetchError(f"{shown}: only https:// URLs are fetched (or a local .zip file)")
+
+
+class _HttpsRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to another https URL: an https->http one would hand the
+    download to anyone on the path."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str):  # type: ignore[no-untyped-def]
+        _check_scheme(urllib.parse.urljoin(req.full_url, newurl), self.url)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _check_sha256(sha256: str | None) -> str | None:
@@ -140,21 +222,28 @@ def _check_sha256(sha256: str | None) -> str | None:
     return sha256.lower()
 
 
-def _download(url: str, dest: Path, timeout: float, progress: Progress | None) -> str:
-    """Write the body at ``url`` to ``dest``; return its sha256. Every failure is one line."""
+def _download(url: str, dest: Path, timeout: float, progress: Progress | None, most: int) -> str:
+    """Write the body at ``url`` (at most ``most`` bytes) to ``dest``; return its sha256.
+    Every failure is one line."""
     received, total = 0, None
     digest = hashlib.sha256()
+    too_big = f"{url}: refused: the archive is larger than {most / 1e6:.0f} MB"
     try:
         headers = {"User-Agent": f"voice-agent/{__version__}"}
         request = urllib.request.Request(url, headers=headers)
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        opener = urllib.request.build_opener(_HttpsRedirects(url))
+        with opener.open(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            if total is not None and total > most:
+                raise FetchError(too_big)
             with _open_output(dest) as out:
                 while block := response.read(_BLOCK):
+                    received += len(block)
+                    if received > most:
+                        raise FetchError(too_big)
                     digest.update(block)
                     _write(out, block, dest)
-                    received += len(block)
                     if progress is not None:
                         progress(received, total)
     except urllib.error.HTTPError as err:
@@ -225,6 +314,28 @@ class _Listing:
     """Bytes once extracted."""
 
 
+def _check_size(url: str, infos: list[zipfile.ZipInfo], packed: int, limits: Limits) -> int:
+    """The unpacked size, after refusing an archive over any of ``limits`` (the sizes are
+    the declared ones, which zipfile holds the extraction to)."""
+    if len(infos) > limits.members:
+        raise FetchError(
+            f"{url}: refused: {len(infos)} members (at most {limits.members}; a Vosk model"
+            " has fewer than 100)"
+        )
+    size = sum(info.file_size for info in infos)
+    if size > limits.unpacked:
+        raise FetchError(
+            f"{url}: refused: unpacks to {size / 1e6:.0f} MB (at most"
+            f" {limits.unpacked / 1e6:.0f} MB)"
+        )
+    if size > RATIO_FLOOR and size > limits.ratio * max(packed, 1):
+        raise FetchError(
+            f"{url}: refused: unpacks to {size / 1e6:.0f} MB from {packed / 1e6:.1f} MB"
+            f" (more than {limits.ratio:g} times its size: a zip bomb?)"
+        )
+    return size
+
+
 def _check_members(url: str, infos: list[zipfile.ZipInfo]) -> _Listing:
     """Refuse unsafe names, links and special files, and any layout but one top-level folder."""
     tops: dict[str, None] = {}
@@ -258,7 +369,7 @@ def _check_members(url: str, infos: list[zipfile.ZipInfo]) -> _Listing:
     return _Listing(next(iter(tops)), infos, sum(i.file_size for i in infos))
 
 
-def _extract(url: str, archive: Path, into: Path) -> Path:
+def _extract(url: str, archive: Path, into: Path, limits: Limits) -> Path:
     """Check and extract ``archive`` into ``into``; return the model folder, checked."""
     directory = archive.parent.parent
     try:
@@ -266,6 +377,7 @@ def _extract(url: str, archive: Path, into: Path) -> Path:
     except (zipfile.BadZipFile, OSError) as err:
         raise FetchError(f"{url}: not a valid zip archive ({err})") from None
     with zf:
+        _check_size(url, zf.infolist(), archive.stat().st_size, limits)
         listing = _check_members(url, zf.infolist())
         free = shutil.disk_usage(directory).free
         if listing.size > free:

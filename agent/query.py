@@ -26,6 +26,7 @@ from typing import Any, Final
 from agent.config import Config, QueryConfig
 from agent.daemon import Daemon, Outcome, Request
 from agent.mqtt import MqttLink
+from agent.ratelimit import WarningLimiter
 from agent.recognizer import Transcript
 
 __all__ = ["MAX_INPUT_CHARS", "BadQuery", "Query", "QueryListener", "parse_query", "start_query"]
@@ -52,6 +53,16 @@ class Query:
     request: Request = field(default_factory=Request)
 
 
+def _utf8(key: str, value: str) -> str:
+    """``value``, unless it holds a lone surrogate (JSON's ``"\\ud800"`` makes one): it could
+    not be written into the answer, the log or the outbox."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise BadQuery(f"'{key}' holds a lone surrogate (\\u{ord(value[err.start]):04x})") from None
+    return value
+
+
 def _optional_string(document: dict[str, Any], key: str) -> str | None:
     value = document.get(key)
     if value is None:
@@ -60,7 +71,7 @@ def _optional_string(document: dict[str, Any], key: str) -> str | None:
         raise BadQuery(f"'{key}' must be a string, got {type(value).__name__}")
     if len(value) > MAX_INPUT_CHARS:
         raise BadQuery(f"'{key}' is longer than {MAX_INPUT_CHARS} characters")
-    return value
+    return _utf8(key, value)
 
 
 def parse_query(payload: bytes, max_bytes: int) -> Query:
@@ -86,12 +97,13 @@ def parse_query(payload: bytes, max_bytes: int) -> Query:
         raise BadQuery("'input' must be a non-empty string")
     if len(text) > MAX_INPUT_CHARS:
         raise BadQuery(f"'input' is {len(text)} characters (at most {MAX_INPUT_CHARS})")
+    _utf8("input", text)
     names = document.get("intentFilter")
     intent_filter: tuple[str, ...] | None = None
     if names is not None:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise BadQuery("'intentFilter' must be a list of intent names")
-        intent_filter = tuple(names)
+        intent_filter = tuple(_utf8("intentFilter", name) for name in names)
     return Query(
         input=" ".join(text.split()),
         site_id=_optional_string(document, "siteId"),
@@ -118,13 +130,15 @@ class QueryListener:
         self.settings = settings
         self._queue: queue.Queue[object] = queue.Queue(maxsize=backlog)
         self._thread: threading.Thread | None = None
+        self.warnings = WarningLimiter(log)
+        """Bad or dropped queries: a flood of them must not flood the journal."""
         self.handled = 0
         """Queries that reached the daemon (accepted or not)."""
 
     def receive(self, topic: str, payload: bytes) -> None:
         """The link's handler, on paho's network thread: check the size, queue, return."""
         if len(payload) > self.settings.max_bytes:
-            log.warning(
+            self.warnings.warning(
                 "%s: dropped: payload is %d bytes (query.max_bytes is %d)",
                 topic,
                 len(payload),
@@ -134,7 +148,9 @@ class QueryListener:
         try:
             self._queue.put_nowait(payload)
         except queue.Full:
-            log.warning("%s: dropped: %d queries already waiting", topic, self._queue.maxsize)
+            self.warnings.warning(
+                "%s: dropped: %d queries already waiting", topic, self._queue.maxsize
+            )
 
     def handle(self, payload: bytes) -> Outcome | None:
         """Parse one payload and run it through the daemon; None when it was dropped."""
@@ -142,7 +158,7 @@ class QueryListener:
         try:
             query = parse_query(payload, self.settings.max_bytes)
         except BadQuery as why:
-            log.warning("%s: dropped: %s", topic, why)
+            self.warnings.warning("%s: dropped: %s", topic, why)
             return None
         if query.site_id is not None and query.site_id != self.daemon.site_id:
             if log.isEnabledFor(logging.DEBUG):

@@ -30,6 +30,8 @@ from typing import Any, Final
 import numpy as np
 
 from agent.audio import AudioChunk, EndOfStream, Item
+from agent.files import FileProblem, read_json
+from agent.topics import printable
 
 __all__ = [
     "UNK",
@@ -50,6 +52,8 @@ log = logging.getLogger(__name__)
 UNK: Final = "[unk]"
 """Vosk's grammar token for "a word outside the grammar"."""
 GRAMMAR_FILE: Final = "grammar.json"
+MAX_GRAMMAR_BYTES: Final = 16 << 20
+"""Largest ``grammar.json`` read: the spec's words or sentences, a few kB in the examples."""
 
 KALDI_FRAMES_PER_CHUNK: Final = 20
 """Kaldi's own ``--frames-per-chunk``, used when ``model.conf`` does not set it."""
@@ -234,13 +238,11 @@ def load_grammar(model_dir: str | Path) -> tuple[str, ...]:
     """The Vosk grammar of an intent model directory (its ``grammar.json``: a list of words)."""
     path = Path(model_dir) / GRAMMAR_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecognizerError(f"{path}: no grammar file") from None
-    except OSError as err:
-        raise RecognizerError(f"{path}: cannot read: {err.strerror or err}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RecognizerError(f"{path}: not valid JSON: {err}") from None
+        data = read_json(path, MAX_GRAMMAR_BYTES)
+    except FileProblem as problem:
+        if str(problem).startswith("cannot read: No such file"):
+            raise RecognizerError(f"{path}: no grammar file") from None
+        raise RecognizerError(printable(problem.at(path))) from None
     if not isinstance(data, list) or not all(isinstance(w, str) for w in data):
         raise RecognizerError(f"{path}: expected a JSON list of strings")
     return tuple(dict.fromkeys(w.strip() for w in data if w.strip()))

@@ -42,6 +42,7 @@ from agent.outbox import Outbox
 from agent.query import start_query
 from agent.recognizer import Recognizer, RecognizerError, RecognizerSettings, load_grammar
 from agent.tflite import RuntimeUnavailable
+from agent.topics import printable
 from agent.wake import WakeGate
 from agent.wakeword import WakeWordDetector, load_model
 
@@ -219,7 +220,8 @@ def _reload(config: Config, daemon: Daemon, notifier: Notifier) -> Iterator[Item
     except Exception as err:
         # Whatever a broken file makes a library raise, it is never worth the serving model.
         known = isinstance(err, ModelError | RecognizerError | RuntimeUnavailable)
-        cause = str(err) if known else f"{type(err).__name__}: {err}"
+        # One line whatever the library wrote (a traceback-like text, a NUL, a surrogate).
+        cause = printable(str(err) if known else f"{type(err).__name__}: {err}")
         log.error("model reload failed, still serving %s %s: %s", old.name, old.version, cause)
         notifier.ready(f"listening ({_source_name(config)}); model reload failed: {cause}")
         return

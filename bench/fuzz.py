@@ -1,11 +1,15 @@
-"""Fuzz the three parsers with thousands of hostile inputs and count what happened.
+"""Fuzz the parsers with thousands of hostile inputs and count what happened.
 
 The same strategies as the suite's fuzz tests (tests/fuzzing.py), with many more examples
-and no shrinking: intent specs (``convert.spec.load_spec``), configuration files
-(``agent.config.load_config``), WAV files (``agent.audio.wav_source``) and raw PCM on stdin
-(``agent.audio.stdin_source``); every audio input that decodes is fed to the real Korean
-Vosk model. Prints a markdown table; any crash (an exception other than the documented
-one-line error) is counted and the first one of each parser printed below the table:
+and no shrinking: intent specs (``convert.spec.load_spec``), the topics, slot values and
+payloads of a spec's actions (accepted ones must render valid topics for every value),
+model directories (the Korean model with its model.json, grammar.json and intent.tflite
+edited, loaded as the daemon loads them and, when accepted, run on a few sentences),
+configuration files (``agent.config.load_config``), WAV files (``agent.audio.wav_source``)
+and raw PCM on stdin (``agent.audio.stdin_source``); every audio input that decodes is fed
+to the real Korean Vosk model. Prints a markdown table; any crash (an exception other than
+the documented one-line error) is counted and the first one of each parser printed below
+the table:
 
     python bench/fuzz.py --examples 5000
 """
@@ -28,18 +32,22 @@ from tests.fuzzing import (  # noqa: E402
     Outcome,
     Tally,
     check_config,
+    check_model,
     check_spec,
+    check_spec_topics,
     check_stdin,
     check_wav,
     config_inputs,
+    model_plans,
     recognize,
     run_strategy,
     spec_inputs,
+    spec_topic_inputs,
     stdin_plans,
     wav_inputs,
 )
 
-PARSERS = ("spec", "config", "wav", "stdin")
+PARSERS = ("spec", "topics", "model", "config", "wav", "stdin")
 
 
 def _recognizer() -> Any:
@@ -59,6 +67,8 @@ def _checks(scratch: Path, vosk: bool) -> dict[str, tuple[Any, Callable[[Any], O
 
     return {
         "spec": (spec_inputs, lambda data: check_spec(scratch / "spec.yaml", data)),
+        "topics": (spec_topic_inputs, lambda data: check_spec_topics(scratch / "t.yaml", data)),
+        "model": (model_plans, lambda plan: check_model(scratch / "model", plan)),
         "config": (config_inputs(), lambda case: check_config(scratch / "config.toml", *case)),
         "wav": (wav_inputs(), lambda data: audio(check_wav(scratch / "audio.wav", data))),
         "stdin": (stdin_plans, lambda plan: audio(check_stdin(plan))),

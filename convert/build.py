@@ -46,6 +46,7 @@ from convert.quantize import Mode, frequent_words, to_tflite
 from convert.report import write_report
 from convert.sentences import NONE_INTENT, Example, expand_negatives, expand_spec
 from convert.spec import Spec
+from convert.stamp import metadata_text
 from convert.vectors import MINILM, WordVectors, minilm_vectors, read_vectors
 
 Progress = Callable[[str], None]
@@ -533,9 +534,7 @@ def _write(
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         (staging / TFLITE_FILE).write_bytes(content)
-        (staging / METADATA_FILE).write_text(
-            json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        (staging / METADATA_FILE).write_text(metadata_text(metadata), encoding="utf-8")
         (staging / GRAMMAR_FILE).write_text(
             json.dumps(grammar, ensure_ascii=False, indent=0) + "\n", encoding="utf-8"
         )

@@ -10,6 +10,7 @@ expected.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -21,9 +22,10 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from agent import topics
 from agent.metadata import Action
 from agent.slots import SlotValue
-from convert.templates import SLOT_NAME_RE, Template, TemplateError, parse_template
+from convert.templates import Template, TemplateError, parse_template
 
 __all__ = [
     "Action",
@@ -39,8 +41,7 @@ __all__ = [
 
 NAME_RE: Final = re.compile(r"[a-z0-9_-]+\Z")
 LANGUAGE_RE: Final = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*\Z")
-INTENT_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-PLACEHOLDER_RE: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+INTENT_RE: Final = topics.INTENT_NAME_RE
 MAX_RANGE_VALUES: Final = 10_000
 MAX_PAYLOAD_NODES: Final = 10_000
 MAX_PAYLOAD_DEPTH: Final = 64
@@ -55,6 +56,8 @@ RANGE_KEYS: Final = ("from", "to", "step")
 VALUE_KEYS: Final = ("in", "out")
 
 _TAG = "tag:yaml.org,2002:"
+_NOT_TEXT: Final = ("int", "float", "bool")
+"""Scalar payloads refused at the top level: a payload is an object, text or nothing."""
 _UNQUOTED_FLOW_RE: Final = re.compile(
     r"\s*(?:-\s+|[^\s\"'{\[][^:]*:\s+)?[\[{][^\]}]*[\]}]\s*[^\s#,]"
 )
@@ -74,14 +77,8 @@ class SpecError(Exception):
 
     def __str__(self) -> str:
         if self.line is None:
-            return _printable(f"{self.path}: {self.problem}")
-        return _printable(f"{self.path}:{self.line}: {self.problem}")
-
-
-def _printable(text: str) -> str:
-    """``text`` with control characters and other line breaks (``\\r``, U+2028, which YAML
-    escapes can put in a name) escaped, so that an error message stays one line."""
-    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+            return topics.printable(f"{self.path}: {self.problem}")
+        return topics.printable(f"{self.path}:{self.line}: {self.problem}")
 
 
 @dataclass(frozen=True)
@@ -128,7 +125,7 @@ class Spec:
 
 def placeholders(text: str) -> list[str]:
     """The ``{slot}`` names in an action topic or payload string, in order."""
-    return PLACEHOLDER_RE.findall(text)
+    return topics.PLACEHOLDER_RE.findall(text)
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -147,6 +144,7 @@ def load_spec(path: str | Path) -> Spec:
         line = data[: err.start].count(b"\n") + 1
         raise SpecError(name, line, "file is not valid UTF-8") from None
     root = _compose(name, text)
+    _refuse_surrogates(name, root)
     return _Builder(name).spec(root, hashlib.sha256(data).hexdigest())
 
 
@@ -173,6 +171,27 @@ def _compose(path: str, text: str) -> Node | None:
         raise SpecError(path, None, f"invalid YAML: {err}") from None
     except RecursionError:
         raise SpecError(path, None, "invalid YAML: nested too deeply") from None
+
+
+def _refuse_surrogates(path: str, root: Node | None) -> None:
+    """Refuse a lone surrogate anywhere (a YAML escape such as ``"\\ud800"`` makes one): it
+    cannot be written as UTF-8, so a model holding one would fail at build's end or at the
+    first command that touches it."""
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # aliases share nodes; a recursive alias would loop
+            continue
+        seen.add(id(node))
+        if isinstance(node, ScalarNode):
+            problem = topics.text_problem(str(node.value), MAX_SPEC_BYTES)
+            if problem is not None and "surrogate" in problem:
+                raise SpecError(path, _line(node), f"the text {problem}")
+        elif isinstance(node, MappingNode):
+            stack.extend(item for pair in node.value for item in pair)
+        elif isinstance(node, SequenceNode):
+            stack.extend(node.value)
 
 
 def _line(node: Node) -> int:
@@ -334,10 +353,11 @@ class _Builder:
             return {}
         out: dict[str, SlotList] = {}
         for name, key_node, value_node in self.mapping(node, "slots", dup="slot list"):
-            if not SLOT_NAME_RE.match(name):
+            if not topics.SLOT_NAME_RE.match(name):
                 self.fail(
                     key_node,
-                    f"invalid slot list name '{name}' (use letters, digits and '_')",
+                    f"invalid slot list name '{name}' (use letters, digits and '_', at most"
+                    f" {topics.MAX_NAME_CHARS})",
                 )
             values = self.slot_values(name, key_node, value_node, language)
             out[name] = SlotList(name, values)
@@ -453,7 +473,7 @@ class _Builder:
                 self.fail(
                     key_node,
                     f"invalid intent name '{name}' (use letters, digits and '_', "
-                    "starting with a letter)",
+                    f"starting with a letter, at most {topics.MAX_NAME_CHARS})",
                 )
             out.append(self.intent(name, key_node, value_node, slots))
         return tuple(out)
@@ -481,7 +501,7 @@ class _Builder:
         else:
             always = frozenset.intersection(*(t.mandatory_slot_names() for t in templates))
             required = tuple(sorted(always))
-        actions = self.actions(label, keys, referenced)
+        actions = self.actions(label, keys, referenced, slots)
         return Intent(
             name=name,
             sentences=tuple(text for text, _ in sentence_items),
@@ -506,30 +526,40 @@ class _Builder:
 
     # -- actions --------------------------------------------------------------------------
 
-    def actions(self, label: str, keys: Mapping[str, Node], slots: list[str]) -> tuple[Action, ...]:
+    def actions(
+        self,
+        label: str,
+        keys: Mapping[str, Node],
+        slots: list[str],
+        lists: Mapping[str, SlotList],
+    ) -> tuple[Action, ...]:
         if "action" in keys and "actions" in keys:
             self.fail(keys["actions"], f"{label}: use either 'action' or 'actions', not both")
         if "action" in keys:
-            return (self.action(keys["action"], label, slots),)
+            return (self.action(keys["action"], label, slots, lists),)
         if "actions" not in keys or _is_null(keys["actions"]):
             return ()
         node = keys["actions"]
         if not isinstance(node, SequenceNode):
             self.fail(node, f"actions of {label} must be a list, got {_describe(node)}")
-        return tuple(self.action(item, label, slots) for item in node.value)
+        return tuple(self.action(item, label, slots, lists) for item in node.value)
 
-    def action(self, node: Node, label: str, slots: list[str]) -> Action:
+    def action(
+        self, node: Node, label: str, slots: list[str], lists: Mapping[str, SlotList]
+    ) -> Action:
         where = f"action of {label}"
         keys = self.check_keys(self.mapping(node, where), ACTION_KEYS, f"in {where}")
         if "topic" not in keys:
             self.fail(node, f"{where} is missing 'topic'")
         topic = self.string(keys["topic"], f"topic of {label}")
-        if "+" in topic or "#" in topic:
-            self.fail(keys["topic"], f"{label}: action topic must not contain MQTT wildcards")
+        problem = topics.topic_problem(topic)
+        if problem is not None:
+            self.fail(keys["topic"], f"{label}: action topic '{topic}' {problem}")
         self.check_placeholders(topic, keys["topic"], label, "topic", slots)
+        self.check_topic_values(topic, keys["topic"], label, lists)
         payload: object = None
         if "payload" in keys:
-            payload = self.json_value(keys["payload"], label, slots, set(), [0])
+            payload = self.payload(keys["payload"], label, slots, lists)
         retain = False
         if "retain" in keys:
             retain_node = keys["retain"]
@@ -537,6 +567,69 @@ class _Builder:
                 self.fail(retain_node, f"retain of {label} must be true or false")
             retain = bool(self.constructor.construct_yaml_bool(retain_node))
         return Action(topic, payload, retain)
+
+    def check_topic_values(
+        self, topic: str, node: Node, label: str, lists: Mapping[str, SlotList]
+    ) -> None:
+        """Refuse a slot value that would break the topic it fills (``first/floor`` in
+        ``home/{room}/set`` adds a level): found here, not skipped at every command."""
+        for slot in dict.fromkeys(placeholders(topic)):
+            for value in lists[slot].values:
+                text = str(value.value)
+                problem = topics.filled_topic_problem(topic, slot, text)
+                if problem is not None:
+                    self.fail(
+                        node,
+                        f"{label}: slot '{slot}' value '{text}' cannot be used in topic"
+                        f" '{topic}': it {problem}",
+                    )
+
+    def payload(
+        self, node: Node, label: str, slots: list[str], lists: Mapping[str, SlotList]
+    ) -> object:
+        """An action's payload: a mapping (a JSON object), text, or nothing (an empty
+        message). Text that starts like JSON must be one JSON object with unique keys:
+        ``'{"state": "ON", "state": "OFF"}'`` means a different thing to each consumer."""
+        if isinstance(node, SequenceNode) or (
+            isinstance(node, ScalarNode) and str(node.tag) in (_TAG + t for t in _NOT_TEXT)
+        ):
+            self.fail(
+                node,
+                f"{label}: action payload must be a mapping (a JSON object) or text,"
+                f" got {_describe(node)} (quote it to send it as text)",
+            )
+        payload = self.json_value(node, label, slots, set(), [0])
+        if isinstance(payload, str):
+            self.check_json_text(payload, node, label, lists)
+        return payload
+
+    def check_json_text(
+        self, text: str, node: Node, label: str, lists: Mapping[str, SlotList]
+    ) -> None:
+        """Text that starts like JSON (``{`` or ``[``) must be one JSON object with unique
+        keys, filled with each value of each slot it uses: the runtime fills it as text."""
+        names = list(dict.fromkeys(placeholders(text)))
+        # Each {slot} as a number first: in quotes or not, the text parses when the template does.
+        if not topics.PLACEHOLDER_RE.sub("0", text).strip().startswith(("{", "[")):
+            return  # plain text, such as Tasmota's ON
+        fillings: list[tuple[str, str | int]] = [("", 0)]
+        fillings += [(slot, value.value) for slot in names for value in lists[slot].values]
+        for slot, value in fillings:
+            parts = topics.PLACEHOLDER_RE.split(text)  # text, slot name, text, slot name, ...
+            filled = "".join(
+                part if i % 2 == 0 else str(value) if part == slot else "0"
+                for i, part in enumerate(parts)
+            )
+            problem = _json_object_problem(filled)
+            if problem is None:
+                continue
+            if slot:
+                self.fail(
+                    node,
+                    f"{label}: slot '{slot}' value '{value}' makes the action payload"
+                    f" {problem}; use a mapping payload instead",
+                )
+            self.fail(node, f"{label}: action payload is JSON text but {problem}")
 
     def check_placeholders(
         self, text: str, node: Node, label: str, part: str, slots: list[str]
@@ -595,6 +688,27 @@ class _Builder:
         text = str(node.value)
         self.check_placeholders(text, node, label, "payload", slots)
         return text
+
+
+def _json_object_problem(text: str) -> str | None:
+    """Why ``text`` is not one JSON object with unique keys (None when it is)."""
+
+    def unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        keys = [key for key, _ in pairs]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise ValueError(f"duplicate key '{key}'")
+        return dict(pairs)
+
+    try:
+        document = json.loads(text, object_pairs_hook=unique)
+    except RecursionError:
+        return "not valid JSON (nested too deeply)"
+    except ValueError as err:
+        return f"not valid JSON ({getattr(err, 'msg', None) or err})"
+    if not isinstance(document, dict):
+        return "not a JSON object ({...})"
+    return None
 
 
 def _squash(text: str) -> str:

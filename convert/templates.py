@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from agent.topics import SLOT_NAME_RE
+
 __all__ = [
     "Expansion",
     "Group",
@@ -38,7 +40,6 @@ __all__ = [
 MAX_DEPTH: Final = 32
 """Deepest allowed group nesting; deeper templates are rejected instead of exhausting the stack."""
 
-SLOT_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SPECIAL: Final = frozenset("()[]{}|")
 _CLOSERS: Final = {"(": ")", "[": "]"}
 

@@ -11,6 +11,7 @@ TensorFlow nor the agent.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import struct
@@ -611,6 +612,314 @@ def recognize(recognizer: Any, items: Iterable[Any]) -> list[Any]:
     return list(recognizer.transcribe(iter(items)))
 
 
+# -- model directories (agent/metadata.py, agent/classifier.py, load_grammar) -------------------
+
+KO_MODEL: Final = ROOT / "models" / "smart-home-ko"
+HOSTILE_JSON: Final = (
+    None, True, False, 0, -1, 1, 2**31, 10**12, -(10**12), 10**400, 1.5, float("nan"),
+    float("inf"), "", " ", "x" * 70_000, "Light#On", "$SYS/x", "a/b", "a+b", "#", "{room}",
+    "{nosuch}", "\x00", "\x7f", "\x85", "\u2028", "\ud800", "\udcff x", "한국어", "<none>",
+    [], {}, [1, "a"], {"a": 1}, ["LightOn", "LightOn"], [[[[[[[[1]]]]]]]],
+    {"topic": "t", "payload": None}, {"value": 1, "synonyms": []},
+)  # fmt: skip
+"""Values written into a model.json at a random place (``10**400``: a number JSON allows)."""
+TOPIC_TEXT: Final = (
+    "a/b", "+", "#", "$SYS/x", "$", "\x00", "\x7f", "\x01", "\x9f", "\u2028", "\ud800", "",
+    "x" * 65_536, "é" * 40_000, "a//b", "/", " ", "{room}", "{room}/{room}", "한국어", "\U0001f4a1",
+)  # fmt: skip
+"""Text for topics, slot values and payloads: MQTT's forbidden and discouraged characters."""
+
+
+def _paths(document: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Every place in a JSON document (the keys of objects, the indexes of lists)."""
+    out = [prefix]
+    if isinstance(document, dict):
+        for key, value in document.items():
+            out += _paths(value, (*prefix, key))
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            out += _paths(value, (*prefix, index))
+    return out
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """Edits of a copy of the Korean model directory, each of one of its three files."""
+
+    values: tuple[tuple[float, object, str], ...]
+    """(where, value, how): a place in model.json (a fraction of its places), what goes
+    there, and ``set``, ``delete`` or ``rename`` (the key becomes the value's text)."""
+    metadata_bytes: tuple[ByteEdit, ...]
+    grammar: str
+    """``keep``, ``deep``, ``object``, ``numbers``, ``surrogate``, ``huge``, ``missing``,
+    ``fifo`` or ``folder``."""
+    tflite: str
+    """``keep``, ``truncate``, ``flip``, ``other`` (the English model's, checksum recorded:
+    a valid file of another build), ``empty``, ``huge``, ``missing`` or ``folder``."""
+    metadata_kind: str = "file"
+    """``file``, ``fifo``, ``folder`` or ``missing``."""
+    deep: int = 0
+    """When not 0, model.json is this many nested lists instead."""
+    topic: str | None = None
+    """When set, every action's topic: what the sentences of the check then publish to."""
+    slot_value: str | None = None
+    """When set, every slot value's canonical value (its synonyms stay, so it is heard)."""
+    intent_name: str | None = None
+    """When set, the new name of every intent (and its label)."""
+
+
+_model_text = st.one_of(st.sampled_from(TOPIC_TEXT), st.text(max_size=6), st.just("{room}"))
+model_plans = st.builds(
+    ModelPlan,
+    values=st.one_of(
+        st.just(()),
+        st.lists(
+            st.tuples(
+                st.floats(0, 1),
+                st.sampled_from(HOSTILE_JSON) | st.text(max_size=8),
+                st.sampled_from(["set", "set", "set", "delete", "rename"]),
+            ),
+            min_size=1,
+            max_size=3,
+        ).map(tuple),
+    ),
+    metadata_bytes=st.one_of(
+        st.just(()), st.just(()), st.just(()), st.lists(byte_edit, max_size=2).map(tuple)
+    ),
+    grammar=st.sampled_from(
+        ["keep"] * 24 + ["deep", "object", "numbers", "surrogate", "huge", "missing", "fifo"]
+    ),
+    tflite=st.sampled_from(
+        ["keep"] * 24 + ["truncate", "flip", "other", "empty", "huge", "missing", "folder"]
+    ),
+    metadata_kind=st.sampled_from(["file"] * 30 + ["fifo", "folder", "missing"]),
+    deep=st.sampled_from([0] * 20 + [100, 101, 100_000]),
+    topic=st.one_of(
+        st.none(), st.none(), st.lists(_model_text, min_size=1, max_size=3).map("/".join)
+    ),
+    slot_value=st.one_of(st.none(), st.none(), _model_text),
+    intent_name=st.one_of(st.none(), st.none(), st.none(), _model_text),
+)
+"""What a model directory is fuzzed with: the Korean model, its files edited."""
+
+
+def _edit_json(document: Any, where: float, value: object, how: str) -> None:
+    paths = [p for p in _paths(document) if p]
+    if not paths:
+        return
+    path = paths[min(int(where * len(paths)), len(paths) - 1)]
+    parent = document
+    for step in path[:-1]:
+        parent = parent[step]
+    last = path[-1]
+    if how == "delete":
+        del parent[last]
+    elif how == "rename" and isinstance(parent, dict):
+        parent[str(value)] = parent.pop(last)
+    else:
+        parent[last] = copy.deepcopy(value)  # the constants must not be edited in place
+
+
+def write_model(folder: Path, plan: ModelPlan) -> None:
+    """Make ``folder`` the Korean model directory with ``plan``'s edits."""
+    import hashlib
+    import os
+    import shutil
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    document = json.loads((KO_MODEL / "model.json").read_text(encoding="utf-8"))
+    tflite = (KO_MODEL / "intent.tflite").read_bytes()
+    if plan.tflite == "other":
+        tflite = (EN_MODEL / "intent.tflite").read_bytes()
+        document["tflite_sha256"] = hashlib.sha256(tflite).hexdigest()
+    for info in document["intents"].values():
+        for action in info["actions"]:
+            action["topic"] = action["topic"] if plan.topic is None else plan.topic
+    for values in document["slots"].values():
+        for value in values:
+            value["value"] = value["value"] if plan.slot_value is None else plan.slot_value
+    if plan.intent_name is not None:
+        renamed = {
+            f"{plan.intent_name}{i}": info for i, info in enumerate(document["intents"].values())
+        }
+        document["labels"] = [*renamed, "<none>"]
+        document["intents"] = renamed
+    for where, value, how in plan.values:
+        _edit_json(document, where, value, how)
+    text = json.dumps(document, ensure_ascii=False)
+    if plan.deep:
+        text = "[" * plan.deep + "]" * plan.deep
+    data = _encode(text)
+    for edit in plan.metadata_bytes:
+        data = edit.apply(data)
+    metadata = folder / "model.json"
+    if plan.metadata_kind == "file":
+        metadata.write_bytes(data)
+    elif plan.metadata_kind == "fifo":
+        os.mkfifo(metadata)
+    elif plan.metadata_kind == "folder":
+        metadata.mkdir()
+    grammar = folder / "grammar.json"
+    grammars = {
+        "keep": (KO_MODEL / "grammar.json").read_bytes(),
+        "deep": b"[" * 100_000 + b"]" * 100_000,
+        "object": b'{"a": 1}',
+        "numbers": b"[1, 2, null]",
+        "surrogate": b'["\\ud800"]',
+    }
+    if plan.grammar in grammars:
+        grammar.write_bytes(grammars[plan.grammar])
+    elif plan.grammar == "huge":
+        with grammar.open("wb") as file:
+            file.truncate(17 << 20)  # sparse: costs no memory
+    elif plan.grammar == "fifo":
+        os.mkfifo(grammar)
+    model = folder / "intent.tflite"
+    if plan.tflite in ("keep", "other"):
+        model.write_bytes(tflite)
+    elif plan.tflite == "truncate":
+        model.write_bytes(tflite[: len(tflite) // 3])
+    elif plan.tflite == "flip":
+        model.write_bytes(tflite[:1000] + bytes([tflite[1000] ^ 0xFF]) + tflite[1001:])
+    elif plan.tflite == "empty":
+        model.write_bytes(b"")
+    elif plan.tflite == "huge":
+        with model.open("wb") as file:
+            file.truncate(65 << 20)
+    elif plan.tflite == "folder":
+        model.mkdir()
+
+
+MODEL_SENTENCES: Final = ("거실 불 켜줘", "노래 정지", "부엌 조명 좀 꺼줘", "오늘 날씨 어때", "")
+
+
+def check_model(folder: Path, plan: ModelPlan) -> Outcome:
+    """Load a model directory as the daemon does: refused with one line naming a file of it,
+    or accepted, and then every test sentence classified and its messages rendered with
+    valid topics (a model that loads must not fail at the first command)."""
+    from agent.actions import render_actions
+    from agent.classifier import IntentClassifier
+    from agent.hermes import intent as hermes_intent
+    from agent.metadata import ModelError
+    from agent.recognizer import RecognizerError, load_grammar
+    from agent.topics import topic_problem
+
+    write_model(folder, plan)
+    try:
+        classifier = IntentClassifier.load(folder)
+        load_grammar(folder)
+    except (ModelError, RecognizerError) as err:
+        assert_one_line(str(err), str(folder))
+        return "refused"
+    for sentence in MODEL_SENTENCES:
+        verdict = classifier.classify(sentence)
+        if verdict.intent is None:
+            continue
+        info = classifier.info.intents[verdict.intent]
+        rendered = render_actions(info, verdict.slots)
+        # Only an optional slot that was not said may leave an action out.
+        heard = {slot.name for slot in verdict.slots}
+        optional = [f"slot '{s}' was not found" for s in info.slots if s not in heard]
+        assert all(any(o in why for o in optional) for why in rendered.skipped), rendered
+        for message in (hermes_intent(verdict), *rendered.messages):
+            assert topic_problem(message.topic) is None, message.topic
+            message.topic.encode("utf-8")
+            bytes(message.payload)
+    return "accepted"
+
+
+# -- topics, slot values and payloads of a spec (convert/spec.py) -------------------------------
+
+TOPIC_SPEC: Final = """\
+name: topics
+language: en
+slots:
+  room:
+    - kitchen
+    - "living room -> {value}"
+intents:
+  LightOn:
+    sentences:
+      - "turn on the {{room}} light"
+    action:
+      topic: "{topic}"
+      payload: {payload}
+"""
+PAYLOADS: Final = (
+    '{"state": "ON"}', "'{\"state\": \"ON\", \"state\": \"OFF\"}'", "'[1, 2]'", "[1, 2]",
+    "7", "'ON'", "'{\"room\": \"{room}\"}'", "'{\"n\": {room}}'", "~", "'{room}'", "'{'",
+    "{room: x}", "{x: '{room}'}",
+)  # fmt: skip
+
+
+def _yaml_string(text: str) -> str:
+    """``text`` inside YAML double quotes: control characters and surrogates as escapes."""
+    out = []
+    for c in text:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif not c.isprintable() or "\ud800" <= c <= "\udfff":
+            out.append(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+topic_parts = st.one_of(
+    st.sampled_from(TOPIC_TEXT), st.text(max_size=6), st.sampled_from(["zigbee2mqtt", "set"])
+)
+spec_topic_inputs: Final = st.builds(
+    lambda topic, value, payload: _encode(
+        TOPIC_SPEC.format(
+            topic=_yaml_string("/".join(topic)),
+            value=_yaml_string("".join(value)),
+            payload=payload,
+        )
+    ),
+    st.lists(topic_parts, min_size=1, max_size=4),
+    st.lists(topic_parts, min_size=1, max_size=2),
+    st.sampled_from(PAYLOADS),
+)
+"""A spec whose action topic, one slot value and the payload are hostile."""
+
+
+def check_spec_topics(path: Path, data: bytes) -> Outcome:
+    """Load a spec: refused in one line, or every topic and payload its actions make, for
+    every slot value, is one the runtime publishes (none skipped, all valid)."""
+    from agent.actions import render_actions
+    from agent.metadata import IntentInfo
+    from agent.slots import Slot
+    from agent.topics import topic_problem
+
+    outcome = check_spec(path, data)
+    if outcome == "refused":
+        return outcome
+    from agent.topics import PLACEHOLDER_RE
+    from convert.spec import load_spec
+
+    spec = load_spec(path)
+    for intent in spec.intents:
+        info = IntentInfo(intent.name, intent.slots, intent.required, intent.actions)
+        # JSON text is what the build promises to keep JSON (other text is sent as it is).
+        json_text = [
+            isinstance(a.payload, str)
+            and PLACEHOLDER_RE.sub("0", a.payload).strip().startswith(("{", "["))
+            for a in intent.actions
+        ]
+        for name in intent.slots or ("",):
+            for value in spec.slots[name].values if name else ():
+                slots = tuple(Slot(s, value.value, "x", 0, 1) for s in intent.slots)
+                rendered = render_actions(info, slots)
+                assert not rendered.skipped, rendered.skipped
+                for message, is_json in zip(rendered.messages, json_text, strict=True):
+                    assert topic_problem(message.topic) is None, message.topic
+                    if is_json:
+                        assert isinstance(json.loads(message.payload), dict), message.payload
+    return "accepted"
+
+
 # -- running a strategy outside pytest (bench/fuzz.py) ------------------------------------------
 
 
@@ -674,6 +983,7 @@ def dumps(value: object) -> str:
 __all__ = [
     "ROOT",
     "AudioCheck",
+    "ModelPlan",
     "Mutation",
     "Outcome",
     "StdinPlan",
@@ -682,16 +992,20 @@ __all__ = [
     "WavPlan",
     "assert_one_line",
     "check_config",
+    "check_model",
     "check_spec",
+    "check_spec_topics",
     "check_stdin",
     "check_wav",
     "check_wav_folder",
     "config_inputs",
     "dumps",
     "fuzz_settings",
+    "model_plans",
     "recognize",
     "run_strategy",
     "spec_inputs",
+    "spec_topic_inputs",
     "stdin_plans",
     "wav_inputs",
 ]

@@ -299,7 +299,51 @@ def test_cli_overrides_beat_the_file(tmp_path: Path) -> None:
         ),
         (
             '[mqtt]\nsite_id = "a/b"\n',
-            "config.toml: mqtt.site_id: expected a string without '+', '#' or '/', got \"a/b\"",
+            "config.toml: mqtt.site_id: \"a/b\" holds '/', which would add a topic level",
+        ),
+        (
+            '[mqtt]\nsite_id = "den\\u007f"\n',
+            'config.toml: mqtt.site_id: "den\\u007f" holds the control character U+007F',
+        ),
+        (
+            '[mqtt]\nsite_id = "#"\n',
+            "config.toml: mqtt.site_id: \"#\" holds the MQTT wildcard '#' (not allowed in a"
+            " published topic)",
+        ),
+        (
+            f'[mqtt]\nsite_id = "{"é" * 65}"\n',
+            f'config.toml: mqtt.site_id: "{"é" * 55}..." is longer than 128 bytes of UTF-8',
+        ),
+        (
+            f'[mqtt]\nclient_id = "{"x" * 70_000}"\n',
+            f'config.toml: mqtt.client_id: "{"x" * 55}..." is longer than 256 bytes of UTF-8',
+        ),
+        (
+            '[mqtt]\nclient_id = "pi\\u0000"\n',
+            'config.toml: mqtt.client_id: "pi\\u0000" holds the control character U+0000',
+        ),
+        (
+            f'[mqtt]\nusername = "{"u" * 65_536}"\n',
+            f'config.toml: mqtt.username: "{"u" * 55}..." is longer than 65535 bytes of UTF-8',
+        ),
+        (
+            f'[mqtt]\nhost = "{"h" * 254}"\n',
+            f'config.toml: mqtt.host: expected a host name or address, got "{"h" * 55}..."',
+        ),
+        (
+            '[mqtt]\navailability_topic = "$SYS/x"\n',
+            'config.toml: mqtt.availability_topic: expected an MQTT topic, got "$SYS/x", which'
+            " starts with '$' (reserved for the broker, like $SYS)",
+        ),
+        (
+            '[query]\ntopic = "hermes/nlu/\\u0001"\n',
+            'config.toml: query.topic: expected an MQTT topic, got "hermes/nlu/\\u0001", which'
+            " holds the control character U+0001",
+        ),
+        (
+            '[query]\ntopic = "hermes/+/query"\n',
+            'config.toml: query.topic: expected an MQTT topic, got "hermes/+/query", which'
+            " holds the MQTT wildcard '+' (not allowed in a published topic)",
         ),
         ("[mqtt]\nhost = \n", "config.toml:2: invalid TOML: invalid value (column 8)"),
         (
@@ -417,6 +461,15 @@ def test_password_from_the_given_environment(
     assert error(path, environ={"VOICE_AGENT_MQTT_PASSWORD": ""}) == (
         "config.toml: mqtt.password_env: environment variable VOICE_AGENT_MQTT_PASSWORD is empty"
     )
+    # MQTT carries at most 65,535 bytes (a longer one would kill paho's network thread),
+    # and only UTF-8 (an environment of stray bytes decodes to lone surrogates).
+    for secret, problem in [
+        ("p" * 65_536, "the password is longer than MQTT's 65535 bytes"),
+        ("p\udcff", "the password is not valid UTF-8"),
+    ]:
+        assert error(path, environ={"VOICE_AGENT_MQTT_PASSWORD": secret}) == (
+            f"config.toml: mqtt.password_env: {problem}"
+        )
 
 
 def test_literal_password_only_in_a_private_file(tmp_path: Path) -> None:

@@ -147,8 +147,26 @@ def test_same_vector_in_another_process() -> None:
 
 @pytest.mark.parametrize("dim", [0, 100, 8])
 def test_config_rejects_bad_dim(dim: int) -> None:
-    with pytest.raises(ValueError, match="power of two"):
+    with pytest.raises(ValueError, match=r"power of two|an integer from 16 to 4194304"):
         FeaturizerConfig(dim=dim)
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"positions": 10**12}, "positions must be an integer from 1 to 512, not 1000000000000"),
+        ({"dim": 1 << 40}, "dim must be an integer from 16 to 4194304, not 1099511627776"),
+        ({"window": 10**9 + 1}, "window must be an integer from 1 to 15, not 1000000001"),
+        ({"word_ngrams": True}, "word_ngrams must be an integer from 1 to 8$"),
+        ({"dim": 4096.0}, "dim must be an integer from 16 to 4194304$"),
+        ({"char_weight": float("nan")}, "char_weight must be a number from 0 to 100"),
+        ({"char_weight": "1"}, "char_weight must be a number from 0 to 100"),
+    ],
+)
+def test_sizes_from_a_model_file_are_bounded(changes: dict[str, object], problem: str) -> None:
+    # A model.json is input: its sizes are checked before anything is allocated from them.
+    with pytest.raises(ValueError, match=problem):
+        FeaturizerConfig.from_json({**FeaturizerConfig().to_json(), **changes})
 
 
 def test_a_pickled_featurizer_is_its_settings() -> None:
@@ -257,7 +275,7 @@ def test_lexicon_is_checked_and_stored_only_when_used() -> None:
         ({"lexicon": ("on", "on")}, "lexicon has a word twice"),
         ({"lexicon": ("Lamp",)}, "lexicon must be single normalized words"),
         ({"window": 2}, "window must be an odd number >= 1, not 2"),
-        ({"positions": 0}, "positions must be >= 1, not 0"),
+        ({"positions": 0}, "positions must be an integer from 1 to 512, not 0"),
     ]:
         with pytest.raises(ValueError, match=problem):
             FeaturizerConfig(dim=64, **changes)  # type: ignore[arg-type]

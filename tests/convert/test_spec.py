@@ -400,12 +400,13 @@ ERRORS = [
     (
         replace("  LightOn:", "  1Light:"),
         8,
-        "invalid intent name '1Light' (use letters, digits and '_', starting with a letter)",
+        "invalid intent name '1Light' (use letters, digits and '_', starting with a letter,"
+        " at most 256)",
     ),
     (
         replace("  room:", "  my room:"),
         4,
-        "invalid slot list name 'my room' (use letters, digits and '_')",
+        "invalid slot list name 'my room' (use letters, digits and '_', at most 256)",
     ),
     (
         replace("slots:\n", "slots:\n  ? [a]\n  : [b]\n"),
@@ -450,7 +451,8 @@ ERRORS = [
     (
         replace("z2m/{room}_light/set", "z2m/+/set"),
         12,
-        "intent 'LightOn': action topic must not contain MQTT wildcards",
+        "intent 'LightOn': action topic 'z2m/+/set' holds the MQTT wildcard '+'"
+        " (not allowed in a published topic)",
     ),
     (
         replace('{"state": "ON"}', '{"state": "ON", "state": "OFF"}'),
@@ -458,7 +460,7 @@ ERRORS = [
         "duplicate key 'state' (first defined on line 13)",
     ),
     (
-        replace('{"state": "ON"}', "&p [1, *p]"),
+        replace('{"state": "ON"}', "{a: &p [1, *p]}"),
         13,
         "intent 'LightOn': action payload is nested too deeply (or recursive)",
     ),
@@ -728,3 +730,115 @@ def test_fuzz_mutated_example(fuzz_dir: Path, seed: int, mutations: int) -> None
         else:
             lines[i] = lines[i][: rng.randrange(len(lines[i]) + 1)]
     check_only_spec_error(write(fuzz_dir, "\n".join(lines) + "\n", "mutated.yaml"))
+
+
+# -- topics and payloads: one rule with the runtime (agent.topics) ------------------------
+
+TOPIC_ERRORS = [
+    (
+        replace("z2m/{room}_light/set", "z2m/{room}\\x7f/set"),
+        12,
+        "intent 'LightOn': action topic 'z2m/{room}\\u007f/set' holds the control character U+007F",
+    ),
+    (
+        replace("z2m/{room}_light/set", "z2m/{room}\\0/set"),
+        12,
+        "intent 'LightOn': action topic 'z2m/{room}\\u0000/set' holds the control character U+0000",
+    ),
+    (
+        replace("z2m/{room}_light/set", "$SYS/{room}"),
+        12,
+        "intent 'LightOn': action topic '$SYS/{room}' starts with '$' (reserved for the"
+        " broker, like $SYS)",
+    ),
+    (
+        replace("z2m/{room}_light/set", "x" * 65_536),
+        12,
+        f"intent 'LightOn': action topic '{'x' * 65_536}' is longer than 65535 bytes of UTF-8",
+    ),
+    (
+        replace("    - kitchen\n", "    - kitchen\n    - first floor -> first/floor\n"),
+        13,
+        "intent 'LightOn': slot 'room' value 'first/floor' cannot be used in topic"
+        " 'z2m/{room}_light/set': it holds '/', which would add a topic level",
+    ),
+    (
+        replace("    - kitchen\n", "    - kitchen\n    - all rooms -> all+\n"),
+        13,
+        "intent 'LightOn': slot 'room' value 'all+' cannot be used in topic"
+        " 'z2m/{room}_light/set': it holds the MQTT wildcard '+' (not allowed in a"
+        " published topic)",
+    ),
+    (
+        replace("z2m/{room}_light/set", "{room}/set").replace(
+            "    - kitchen\n", "    - system -> $SYS\n"
+        ),
+        12,
+        "intent 'LightOn': slot 'room' value '$SYS' cannot be used in topic '{room}/set':"
+        " it makes a topic that starts with '$' (reserved for the broker, like $SYS)",
+    ),
+    (
+        replace('payload: {"state": "ON"}', """payload: '{"state": "ON", "state": "OFF"}'"""),
+        13,
+        "intent 'LightOn': action payload is JSON text but not valid JSON (duplicate key 'state')",
+    ),
+    (
+        replace('payload: {"state": "ON"}', "payload: '[1, 2]'"),
+        13,
+        "intent 'LightOn': action payload is JSON text but not a JSON object ({...})",
+    ),
+    (
+        replace('payload: {"state": "ON"}', "payload: [1, 2]"),
+        13,
+        "intent 'LightOn': action payload must be a mapping (a JSON object) or text, got a"
+        " list (quote it to send it as text)",
+    ),
+    (
+        replace('payload: {"state": "ON"}', "payload: 7"),
+        13,
+        "intent 'LightOn': action payload must be a mapping (a JSON object) or text, got a"
+        " number (quote it to send it as text)",
+    ),
+    (
+        replace('payload: {"state": "ON"}', """payload: '{"room": "{room}"}'""").replace(
+            "    - kitchen\n", """    - 'the den -> den "x"'\n"""
+        ),
+        13,
+        "intent 'LightOn': slot 'room' value 'den \"x\"' makes the action payload not valid"
+        " JSON (Expecting ',' delimiter); use a mapping payload instead",
+    ),
+    (
+        replace('payload: {"state": "ON"}', """payload: '{"n": {room}}'"""),
+        13,
+        "intent 'LightOn': slot 'room' value 'kitchen' makes the action payload not valid"
+        " JSON (Expecting value); use a mapping payload instead",
+    ),
+    (
+        replace("    - kitchen\n", '    - "kitchen\\ud800"\n'),
+        5,
+        "the text holds a lone surrogate (U+D800), which is not UTF-8",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "problem"), TOPIC_ERRORS)
+def test_topics_and_payloads_that_break_the_rule_are_refused(
+    tmp_path: Path, text: str, line: int, problem: str
+) -> None:
+    path = write(tmp_path, text)
+    assert str(load_error(path)) == f"{path}:{line}: {problem}"
+
+
+def test_topics_and_payloads_within_the_rule_load(tmp_path: Path) -> None:
+    text = replace('payload: {"state": "ON"}', """payload: '{"state": "ON", "room": "{room}"}'""")
+    text += """  Power:
+    sentences:
+      - "power on"
+    actions:
+      - topic: "cmnd/tasmota/POWER"
+        payload: "ON"
+      - topic: "home/état/€/{x}"
+"""
+    spec = load_spec(write(tmp_path, text.replace("{x}", "x")))
+    assert [a.payload for a in spec.intent("Power").actions] == ["ON", None]
+    assert spec.intent("LightOn").actions[0].payload == '{"state": "ON", "room": "{room}"}'

@@ -18,7 +18,13 @@ import pytest
 from hypothesis import given
 
 from convert.spec import SpecError, load_spec
-from tests.fuzzing import check_spec, fuzz_settings, spec_inputs
+from tests.fuzzing import (
+    check_spec,
+    check_spec_topics,
+    fuzz_settings,
+    spec_inputs,
+    spec_topic_inputs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +38,14 @@ def scratch() -> Iterator[Path]:
 @given(data=spec_inputs)
 def test_fuzzed_specs(scratch: Path, data: bytes) -> None:
     check_spec(scratch / "fuzz.yaml", data)
+
+
+@fuzz_settings(300)
+@given(data=spec_topic_inputs)
+def test_fuzzed_topics_slot_values_and_payloads(scratch: Path, data: bytes) -> None:
+    """What the build accepts, the runtime publishes: every topic valid for every slot
+    value, no action skipped, JSON-text payloads objects."""
+    check_spec_topics(scratch / "topics.yaml", data)
 
 
 HEAD = "name: test\nlanguage: en\nslots:\n  room: [kitchen, hall]\nintents:\n"
