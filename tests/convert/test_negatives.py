@@ -33,7 +33,7 @@ def test_the_training_set_holds_word_salads(korean: tuple[list[str], set[str]]) 
     assert not set(negatives) & commands
     two_rooms = [t for t in negatives if len(KO_ROOMS & set(t.split())) >= 2]
     repeated = [t for t in negatives if _halves_equal(t.split())]
-    assert len(two_rooms) >= 50 and len(repeated) >= 50
+    assert len(two_rooms) >= 300 and len(repeated) >= 20
     # The salad of the issue this answers: a command with a second room is out of scope.
     assert any(t.endswith("불 끄기") and len(t.split()) == 4 for t in two_rooms)
 
@@ -47,6 +47,19 @@ def test_no_salad_is_a_command_in_disguise(korean: tuple[list[str], set[str]]) -
         words = set(text.split())
         if len(KO_ROOMS & words) < 2:
             assert not any(bag <= words for bag in bags), text
+
+
+def test_no_salad_is_a_command_short_of_one_word() -> None:
+    # "no more light in the" (the command without its room) taught as chatter cost the
+    # English model the command itself: such near misses are left out.
+    spec = load_spec(ROOT / "examples/en/smart-home.yaml")
+    examples, _ = training_set(spec, BuildOptions(noise=0, salad=0))
+    bags = [frozenset(e.text.split()) for e in examples]
+    rooms = {raw for value in spec.slots["room"].values for raw in value.synonyms}
+    for text in (s.text for s in salad(spec, examples, set(), 600, 0)):
+        named = [room for room in rooms if f" {room} " in f" {text} "]
+        if len(named) < 2:
+            assert not any(len(bag - set(text.split())) <= 1 for bag in bags), text
 
 
 def test_salads_are_deterministic() -> None:
