@@ -99,19 +99,14 @@ def decode_chatter(
 ) -> tuple[list[Transcript], float]:
     """Transcripts of the sentences as one stream with 0.3-1.5 s pauses; and its seconds."""
     rng = random.Random(seed)
-    transcripts: list[Transcript] = []
-    seconds = 0.0
-    for sentence in sentences:
-        pause = b"\x00\x00" * int(RATE * rng.uniform(0.3, 1.5))
-        for chunk in chunks(speak(sentence, audio) + pause):
-            seconds += chunk.seconds
-            heard = recognizer.feed(chunk)
-            if heard is not None:
-                transcripts.append(heard)
-    last = recognizer.finish()
-    if last is not None:
-        transcripts.append(last)
-    return transcripts, seconds
+    stream = [
+        chunk
+        for sentence in sentences
+        for chunk in chunks(
+            speak(sentence, audio) + b"\x00\x00" * int(RATE * rng.uniform(0.3, 1.5))
+        )
+    ]
+    return list(recognizer.transcribe(stream)), sum(chunk.seconds for chunk in stream)
 
 
 def decode_commands(
@@ -120,14 +115,7 @@ def decode_commands(
     """Each command alone through a fresh utterance (the recognizer's ceiling)."""
     out: list[Transcript | None] = []
     for text in commands:
-        heard: list[Transcript] = []
-        for chunk in chunks(speak(text, audio) + b"\x00\x00" * RATE):
-            t = recognizer.feed(chunk)
-            if t is not None:
-                heard.append(t)
-        t = recognizer.finish()
-        if t is not None:
-            heard.append(t)
+        heard = recognizer.transcribe(chunks(speak(text, audio) + b"\x00\x00" * RATE))
         words = tuple(w for t in heard for w in t.words)
         out.append(Transcript.from_words(words) if words else None)
     return out
