@@ -12,6 +12,8 @@ from speech import SpeechFactory, korean_speech_fixture  # noqa: F401 - register
 
 from agent.classifier import IntentClassifier
 from agent.cli import main
+from agent.config import load_config
+from agent.doctor import check_intent_model
 from agent.metadata import ModelError
 from agent.recognizer import packaged_model_dir
 from tests.agent.broker import HOST, Mosquitto, Subscriber
@@ -132,6 +134,19 @@ def test_a_bad_room_stops_voice_agent_run_with_one_line(tmp_path: Path, en_model
     )
     # Refused before the outbox was made or the broker touched.
     assert not (tmp_path / "outbox.sqlite").exists()
+
+
+def test_the_doctor_names_a_bad_room(tmp_path: Path, en_model: Path) -> None:
+    config = load_config(None, {"model.path": en_model, "model.room": "attic"}, environ={})
+    check = check_intent_model(config)
+    assert not check.ok
+    assert check.line() == (
+        f"✗ intent model: {en_model}: model.room: 'attic' is not a value of the slot 'room'"
+        " (kitchen, living_room, bedroom, bathroom, office, hallway, garage, dining_room)"
+        ' — set model.room to a value of the model\'s room slot, or to ""'
+    )
+    good = load_config(None, {"model.path": en_model, "model.room": "study"}, environ={})
+    assert check_intent_model(good).ok
 
 
 ROOMLESS = "조명 꺼 줘"
