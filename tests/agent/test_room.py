@@ -159,22 +159,20 @@ def test_spoken_command_without_a_room_reaches_mqtt_with_the_pis_room(
     folder = tmp_path / "wav"
     folder.mkdir()
     shutil.copy(korean_speech(ROOMLESS).path, folder / "00.wav")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[model]\npath = "{KO_MODEL}"\nroom = "부엌"\n'  # a synonym of kitchen
+        f'[vosk]\nmodel = "{packaged_model_dir()}"\n'
+        f'[audio]\nsource = "wav"\nwav = "{folder}"\n'
+        f'[outbox]\npath = "{tmp_path / "outbox.sqlite"}"\n'
+        # Nothing retained under voice-agent/#, which other tests watch.
+        f'[mqtt]\nhost = "{HOST}"\nport = {broker.port}\n'
+        'availability_topic = "room-test/availability"\n'
+        "[status]\ninterval = 0\n",
+        encoding="utf-8",
+    )
     with Subscriber(broker.port, ("hermes/intent/#", "zigbee2mqtt/#")) as sub:
-        status = main(
-            [
-                "run",
-                "--outbox", str(tmp_path / "outbox.sqlite"),
-                "--model", str(KO_MODEL),
-                "--vosk-model", str(packaged_model_dir()),
-                "--host", HOST,
-                "--port", str(broker.port),
-                "--wav", str(folder),
-                "--set", "model.room=부엌",  # a synonym of kitchen
-                # Nothing retained under voice-agent/#, which other tests watch.
-                "--set", "mqtt.availability_topic=room-test/availability",
-                "--set", "status.interval=0",
-            ]
-        )  # fmt: skip
+        status = main(["run", "--config", str(config)])
         assert status == 0
         intent = sub.get()
         action = sub.get()
