@@ -13,6 +13,7 @@ intent (of the exactly decoded ones, and of all).
 
     python bench/chatter_rules.py --chatter bench/chatter-ko.txt
     python bench/chatter_rules.py --chatter FILE --model A --model B --room 거실
+    python bench/chatter_rules.py --chatter FILE --second-pass   # open vocabulary, again
 
 Transcripts are cached per grammar under ``--cache`` (decoding is the slow part), so trying
 another rule or model on the same grammar takes seconds.
@@ -27,6 +28,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,19 +96,71 @@ def from_json(data: dict[str, object]) -> Transcript:
     return Transcript.from_words(words)
 
 
+def chatter_pieces(sentences: list[str], audio: Path, seed: int) -> list[bytes]:
+    """Each sentence's PCM followed by its seeded pause of 0.3-1.5 s, in order."""
+    rng = random.Random(seed)
+    return [
+        speak(sentence, audio) + b"\x00\x00" * int(RATE * rng.uniform(0.3, 1.5))
+        for sentence in sentences
+    ]
+
+
 def decode_chatter(
     sentences: list[str], recognizer: Recognizer, audio: Path, seed: int
 ) -> tuple[list[Transcript], float]:
     """Transcripts of the sentences as one stream with 0.3-1.5 s pauses; and its seconds."""
-    rng = random.Random(seed)
-    stream = [
-        chunk
-        for sentence in sentences
-        for chunk in chunks(
-            speak(sentence, audio) + b"\x00\x00" * int(RATE * rng.uniform(0.3, 1.5))
-        )
-    ]
+    stream = [c for piece in chatter_pieces(sentences, audio, seed) for c in chunks(piece)]
     return list(recognizer.transcribe(stream)), sum(chunk.seconds for chunk in stream)
+
+
+def second_pass(
+    args: argparse.Namespace, corpus: Corpus, classifier: IntentClassifier, grammar: list[str]
+) -> None:
+    """An open-vocabulary pass over the audio of each candidate (the chatter the classifier
+    alone let through, and the exactly decoded commands): how many of the candidate's words
+    it hears too, and what it costs."""
+    audio = args.cache / "audio"
+    stream = b"".join(chatter_pieces(chatter_sentences(args), audio, seed=0))
+    vocabulary = {word for entry in grammar for word in entry.split()}
+    recognizer = Recognizer(RecognizerSettings(packaged_model_dir(), grammar=None))
+    spent = heard_seconds = 0.0
+
+    def agreement(words: list[str], pcm: bytes) -> float:
+        nonlocal spent, heard_seconds
+        started = time.perf_counter()
+        heard = {w.text for t in recognizer.transcribe(chunks(pcm)) for w in t.words}
+        spent += time.perf_counter() - started
+        heard_seconds += len(pcm) / 2 / RATE
+        said = [w for w in words if w in vocabulary]
+        return sum(w in heard for w in said) / len(said) if said else 0.0
+
+    loose = DecisionSettings(sentence_slack=-1)
+
+    def cut(t: Transcript) -> bytes:
+        """The utterance's audio, from 0.3 s before its first word to 0.3 s after its last."""
+        start = int(max(0.0, t.words[0].start - 0.3) * RATE)
+        return stream[2 * start : 2 * int((t.words[-1].end + 0.3) * RATE)]
+
+    chatter = [
+        agreement([w.text for w in t.words], cut(t))
+        for t in corpus.chatter
+        if decide(t, classifier, loose).accepted
+    ]
+    commands = [
+        agreement(text.split(), speak(text, audio) + b"\x00\x00" * (RATE // 2))
+        for text, _, t in corpus.commands
+        if t is not None and normalize(t.text) == text
+    ]
+    print("\n| open-vocabulary pass agrees on | chatter that acted | exactly decoded commands |")
+    print("|---:|---:|---:|")
+    for share in (0.5, 1.0):
+        acted = f"{sum(a >= share for a in chatter)}/{len(chatter)}"
+        kept = f"{sum(a >= share for a in commands)}/{len(commands)}"
+        print(f"| {share:.0%} of the words | {acted} | {kept} |")
+    print(
+        f"\nopen-vocabulary decoding: {spent:.1f} s for {heard_seconds:.1f} s of audio"
+        f" (real-time factor {spent / heard_seconds:.3f})"
+    )
 
 
 def decode_commands(
@@ -133,14 +187,18 @@ def _cached(path: Path) -> dict[str, object]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+def chatter_sentences(args: argparse.Namespace) -> list[str]:
+    """The sentences of ``--chatter`` (without comments), the first ``--limit`` if given."""
+    lines = [line.strip() for line in args.chatter.read_text(encoding="utf-8").splitlines()]
+    sentences = [line for line in lines if line and not line.startswith("#")]
+    return sentences[: args.limit] if args.limit else sentences
+
+
 def load_corpus(args: argparse.Namespace, model: Path) -> Corpus:
     """The chatter and the spec's commands as the recognizer hears them with ``model``'s
     grammar (decoded once per grammar, then cached)."""
     grammar = load_grammar(model)
-    sentences = [line.strip() for line in args.chatter.read_text(encoding="utf-8").splitlines()]
-    sentences = [s for s in sentences if s and not s.startswith("#")]
-    if args.limit:
-        sentences = sentences[: args.limit]
+    sentences = chatter_sentences(args)
     spec = load_spec(args.spec)
     # Commands that name no room count only with --room (without, they are rightly refused).
     examples = [
@@ -193,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--room", default="", help="model.room for every model (e.g. 거실)")
     parser.add_argument("--show", action="store_true", help="list the chatter that acted")
+    parser.add_argument(
+        "--second-pass", action="store_true", help="try an open-vocabulary pass (last model)"
+    )
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     models = args.model or [MODEL]
@@ -233,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{len(corpus.chatter)} chatter utterances in {corpus.chatter_seconds / 60:.1f} min;"
         f" recognizer ceiling: {len(exact)} of {len(corpus.commands)} commands decoded exactly"
     )
+    if args.second_pass:
+        second_pass(args, corpus, classifier, list(load_grammar(models[-1])))
     return 0
 
 
