@@ -23,6 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
+from agent.decision import DecisionSettings
 from agent.errors import UsageError
 from agent.feedback import FeedbackError, read_sound
 from agent.files import FileProblem, read_regular
@@ -78,6 +79,12 @@ path = "/var/lib/voice-agent/models/smart-home-en"
 runtime = "auto"
 # Interpreter threads (1 or more).
 threads = 1
+# This Pi's room: a value (or synonym) of the model's room slot, e.g. "kitchen". A command
+# that names no room ("lights on") acts on this one, as Home Assistant does with a
+# satellite's area; "" leaves such commands rejected (missing_slot:room).
+room = ""
+# Which slot of the model holds rooms.
+room_slot = "room"
 
 [vosk]
 # The Vosk speech model directory.
@@ -86,6 +93,14 @@ model = "/var/lib/voice-agent/vosk/vosk-model-small-en-us-0.15"
 grammar = true
 # Drop an utterance when more than this share of its words (0 to 1) is off-grammar.
 max_unk_ratio = 0.5
+# With no wake word, the grammar turns a conversation or the TV into strings of command
+# words. Accept spoken words only when they are one sentence of the model's grammar, or
+# differ from one by at most this many words; -1 accepts any words (the classifier alone
+# decides). Needs a grammar of whole sentences (a spec of up to 2000 sentences).
+sentence_slack = 0
+# Drop an utterance when any of its words was heard with less confidence than this
+# (0 to 1; 0 turns it off).
+min_word_confidence = 0.0
 # Decoder settings; 0 keeps the model's own (its conf/model.conf). Smaller beams decode
 # faster and less accurately: on a Pi 3 try beam = 8, max_active = 1500, lattice_beam = 4.
 beam = 0.0
@@ -269,6 +284,14 @@ class ModelConfig:
     path: Path
     runtime: str
     threads: int
+    room: str = ""
+    """This Pi's room (a value of ``room_slot``), filled into commands that name none."""
+    room_slot: str = "room"
+
+    @property
+    def fill(self) -> dict[str, str]:
+        """Slot values a sentence that names none gets (the classifier's ``fill``)."""
+        return {self.room_slot: self.room} if self.room else {}
 
 
 @dataclass(frozen=True)
@@ -282,6 +305,13 @@ class VoskConfig:
     """Beams, endpoint pause and acoustic chunk; a key given as 0 keeps the model's own
     (None here)."""
     sentence_pause: float = 0.2
+    sentence_slack: int = 0
+    min_word_confidence: float = 0.0
+
+    @property
+    def decision(self) -> DecisionSettings:
+        """The settings of the decision stage (:mod:`agent.decision`)."""
+        return DecisionSettings(self.max_unk_ratio, self.sentence_slack, self.min_word_confidence)
 
 
 @dataclass(frozen=True)
@@ -625,11 +655,17 @@ _SCHEMA: Final[Mapping[str, _Key]] = MappingProxyType(
         ),
         "model.runtime": _Key("auto", _choice("auto", *RUNTIMES)),
         "model.threads": _Key(1, _integer(1, 64), "int"),
+        "model.room": _Key("", _string()),
+        "model.room_slot": _Key("room", _string(empty=False)),
         "vosk.model": _Key(
             "/var/lib/voice-agent/vosk/vosk-model-small-en-us-0.15", _string(empty=False), "path"
         ),
         "vosk.grammar": _Key(True, _boolean, "bool"),
         "vosk.max_unk_ratio": _Key(0.5, _number(0.0, 1.0), "float"),
+        "vosk.sentence_slack": _Key(
+            0, _integer(-1, 100, "-1 (off) or a number of words from 0 to 100"), "int"
+        ),
+        "vosk.min_word_confidence": _Key(0.0, _number(0.0, 1.0), "float"),
         "vosk.beam": _Key(0.0, _number(0.0, 100.0), "float"),
         "vosk.max_active": _Key(0, _integer(0, 1_000_000), "int"),
         "vosk.lattice_beam": _Key(0.0, _number(0.0, 100.0), "float"),
@@ -1136,6 +1172,8 @@ def load_config(
             path=model,
             runtime=values.text("model.runtime"),
             threads=int(v["model.threads"]),  # type: ignore[call-overload]
+            room=values.text("model.room"),
+            room_slot=values.text("model.room_slot"),
         ),
         vosk=VoskConfig(
             model=vosk,
@@ -1149,6 +1187,8 @@ def load_config(
                 frames_per_chunk=int(v["vosk.frames_per_chunk"]) or None,  # type: ignore[call-overload]
             ),
             sentence_pause=float(v["vosk.sentence_pause"]),  # type: ignore[arg-type]
+            sentence_slack=int(v["vosk.sentence_slack"]),  # type: ignore[call-overload]
+            min_word_confidence=float(v["vosk.min_word_confidence"]),  # type: ignore[arg-type]
         ),
         wake=_wake(values),
         audio=audio,

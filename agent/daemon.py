@@ -22,7 +22,7 @@ from agent import hermes
 from agent.actions import Message, render_actions
 from agent.audio import END_OF_STREAM, EndOfStream, Item
 from agent.classifier import IntentClassifier
-from agent.decision import NO_WORDS, Decision, decide
+from agent.decision import NO_WORDS, Decision, DecisionSettings, decide
 from agent.listener import CommandAudio, Listener, Woke
 from agent.notify import Notifier
 from agent.recognizer import Recognizer, Transcript
@@ -147,7 +147,7 @@ class Daemon:
         publisher: Publisher,
         *,
         site_id: str = "default",
-        max_unk_ratio: float = 0.5,
+        decision: DecisionSettings | None = None,
         wake: WakeGate | None = None,
         notifier: Notifier | None = None,
         publish_timeout: float = 5.0,
@@ -158,7 +158,7 @@ class Daemon:
         self.classifier = classifier
         self.publisher = publisher
         self.site_id = site_id
-        self.max_unk_ratio = max_unk_ratio
+        self.decision = decision or DecisionSettings()
         self.wake = wake or WakeGate("", 0.0)
         self.notifier = notifier
         self.publish_timeout = publish_timeout
@@ -325,7 +325,7 @@ class Daemon:
             # One model for the whole utterance, even if a reload swaps it meanwhile.
             classifier, lang = self.classifier, self.lang
             started = time.perf_counter()
-            decision = decide(transcript, classifier, self.max_unk_ratio)
+            decision = decide(transcript, classifier, self.decision)
             classify = time.perf_counter() - started
         if (
             request is not None

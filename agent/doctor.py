@@ -131,7 +131,7 @@ def check_intent_model(config: Config) -> Check:
 
     try:
         classifier = IntentClassifier.load(
-            config.model.path, config.model.runtime, config.model.threads
+            config.model.path, config.model.runtime, config.model.threads, config.model.fill
         )
         classifier.classify("hello")
     except (ModelError, RuntimeUnavailable, ValueError, RuntimeError) as err:
@@ -139,6 +139,8 @@ def check_intent_model(config: Config) -> Check:
         # Most model errors already say how to fix them.
         if "voice-agent" in text or "pip install" in text:
             text, _, hint = text.rpartition("; ")
+        elif ": model.room" in text:
+            hint = 'set model.room to a value of the model\'s room slot, or to ""'
         else:
             hint = "rebuild it with 'voice-agent convert' or copy a complete model directory"
         return Check("intent model", False, text, hint)

@@ -26,7 +26,7 @@ from agent.audio import (
     wav_folder_source,
     wav_source,
 )
-from agent.classifier import IntentClassifier
+from agent.classifier import IntentClassifier, resolve_fill
 from agent.config import Config, WakeConfig
 from agent.daemon import Daemon, Outcome, Publisher
 from agent.delivery import Courier
@@ -121,7 +121,7 @@ def build_daemon(config: Config, publisher: Publisher, notifier: Notifier | None
     """Load the models (intent, speech, wake word) and wire them to ``publisher``."""
     model = config.model
     listener = build_listener(config.wake)
-    classifier = IntentClassifier.load(model.path, model.runtime, model.threads)
+    classifier = IntentClassifier.load(model.path, model.runtime, model.threads, model.fill)
     phrase = config.wake.phrase if config.wake.engine == "phrase" else ""
     wake = WakeGate(phrase, config.wake.window)
     grammar = load_grammar(config.model.path) if config.vosk.grammar else None
@@ -147,7 +147,7 @@ def build_daemon(config: Config, publisher: Publisher, notifier: Notifier | None
         classifier,
         publisher,
         site_id=config.mqtt.site_id,
-        max_unk_ratio=vosk.max_unk_ratio,
+        decision=vosk.decision,
         wake=wake,
         notifier=notifier,
         listener=listener,
@@ -176,7 +176,7 @@ def load_models(config: Config, daemon: Daemon) -> tuple[IntentClassifier, Recog
     Raises ModelError or RecognizerError with one line naming the file and the cause.
     """
     model = config.model
-    classifier = IntentClassifier.load(model.path, model.runtime, model.threads)
+    classifier = IntentClassifier.load(model.path, model.runtime, model.threads, model.fill)
     recognizer = daemon.recognizer
     if config.vosk.grammar:
         grammar = daemon.wake.grammar(load_grammar(model.path))
@@ -266,7 +266,7 @@ def run(config: Config, options: RunOptions, environ: Mapping[str, str], pid: in
     last: Outcome | None = None
     # A broken model directory is refused before the outbox and the broker are touched, so
     # its one line is all there is to read (the models themselves load below).
-    load_model_info(config.model.path)
+    resolve_fill(load_model_info(config.model.path), config.model.fill)
     if config.vosk.grammar:
         load_grammar(config.model.path)
     if config.wake.engine == "micro":

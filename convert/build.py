@@ -71,6 +71,8 @@ class BuildOptions:
     temperature: float = 3.0
     noise: int = 300
     """Generated out-of-scope sentences (slot values alone, random strings of spec words)."""
+    salad: int = 600
+    """Generated out-of-scope word salads of the spec's own sentences (:func:`salad`)."""
     augment: int = 1
     """Perturbed copies of each training sentence that the teacher labels (word drops)."""
     prune: float = 0.5
@@ -165,6 +167,64 @@ def noise(
     return [Example(t, NONE_INTENT) for t in sorted(texts - known)[:count]]
 
 
+def salad(
+    spec: Spec, examples: list[Example], taken: set[str], count: int, seed: int
+) -> list[Example]:
+    """Out-of-scope word salads made of the spec's own sentences, as a recognizer bound to
+    the grammar hears a conversation or the TV: pieces of two sentences run together
+    ("lights on in the play some music"), a piece said twice ("off the off the"), and a
+    command naming two values of one list slot ("kitchen bedroom lights off"). A candidate that
+    holds every word but at most one of some command (a command with words around it,
+    reordered, or without its slot value) is left out, except the two-value case, which no
+    single command can be."""
+    rng = random.Random(f"{seed}:salad")
+    sentences = [e.text.split() for e in examples] + [
+        s.split() for s in spec.negative_sentences if s.strip()
+    ]
+    commands = {frozenset(e.text.split()) for e in examples}
+    # Lists of names only: two numbers side by side ("twenty two") can be one number.
+    synonyms = {
+        name: [(v.value, raw) for v in slot_list.values for raw in v.synonyms]
+        for name, slot_list in spec.slots.items()
+        if not any(isinstance(v.value, int) for v in slot_list.values)
+    }
+    with_slots = [e for e in examples if any(span.name in synonyms for span in e.slots)]
+    texts: set[str] = set()
+    attempts = 0
+    while sentences and len(texts) < count and attempts < count * 20:
+        attempts += 1
+        kind = rng.random()
+        if kind < 0.25 and with_slots:
+            example = rng.choice(with_slots)
+            span = rng.choice([span for span in example.slots if span.name in synonyms])
+            others = [raw for value, raw in synonyms[span.name] if value != span.value]
+            if not others:
+                continue
+            extra = rng.choice(others)
+            at = span.start if rng.random() < 0.5 else span.end
+            pad = (extra + " ") if at == span.start else (" " + extra)
+            texts.add(" ".join((example.text[:at] + pad + example.text[at:]).split()))
+            continue
+        first = _piece(rng.choice(sentences), rng)
+        # A piece said twice, or run into a piece of another sentence.
+        candidate = first * 2 if kind < 0.4 else first + _piece(rng.choice(sentences), rng)
+        # Nor one that misses a single word of a command: "no more light in the" is that
+        # command without its room, and teaching it as chatter costs the command itself.
+        bag = frozenset(candidate)
+        if not any(len(command - bag) <= 1 for command in commands):
+            texts.add(" ".join(candidate))
+    return [Example(t, NONE_INTENT) for t in sorted(texts - taken)[:count]]
+
+
+def _piece(words: list[str], rng: random.Random) -> list[str]:
+    """A contiguous run of one to all-but-one of ``words`` (all of a one-word sentence)."""
+    if len(words) < 2:
+        return list(words)
+    length = rng.randint(1, len(words) - 1)
+    start = rng.randrange(len(words) - length + 1)
+    return words[start : start + length]
+
+
 def augment(texts: list[str], copies: int, seed: int) -> list[str]:
     """Copies of sentences with one word dropped: the teacher labels them, the student
     learns to cope with a word the recognizer missed."""
@@ -217,18 +277,28 @@ def _word_vectors(
     return vectors
 
 
+def training_set(spec: Spec, options: BuildOptions) -> tuple[list[Example], list[Example]]:
+    """The labelled commands and the out-of-scope sentences a build trains on: the spec's
+    ``none:`` sentences, :func:`noise` and :func:`salad`."""
+    examples = expand_spec(spec, options.sentences_per_intent, options.seed)
+    negatives = expand_negatives(spec, options.negatives, options.seed) if spec.negatives else []
+    known = {e.text for e in examples}
+    if options.noise:
+        negatives += noise(spec, vosk_vocabulary(spec), known, options.noise, options.seed)
+    if options.salad:
+        taken = known | {e.text for e in negatives}
+        negatives += salad(spec, examples, taken, options.salad, options.seed)
+    return examples, negatives
+
+
 def build(spec: Spec, output: Path, options: BuildOptions, progress: Progress) -> BuildResult:
     """Train, compress and write ``output/`` for ``spec``; replaces ``output`` atomically."""
     # A fresh Keras state, so that a second build in the same process draws the same
     # random numbers as the first: the same spec and seed give the same bytes.
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(options.seed)
-    examples = expand_spec(spec, options.sentences_per_intent, options.seed)
-    negatives = expand_negatives(spec, options.negatives, options.seed) if spec.negatives else []
+    examples, negatives = training_set(spec, options)
     vocabulary = vosk_vocabulary(spec)
-    if options.noise:
-        known = {e.text for e in examples}
-        negatives += noise(spec, vocabulary, known, options.noise, options.seed)
     labels = [intent.name for intent in spec.intents] + ([NONE_LABEL] if negatives else [])
     index = {label: i for i, label in enumerate(labels)}
     none = index.get(NONE_LABEL, -1)

@@ -27,6 +27,7 @@ from agent.config import (
     find_config,
     load_config,
 )
+from agent.decision import DecisionSettings
 from agent.errors import UsageError
 from agent.mqtt import default_site_id, machine_tag
 from tests.agent.command import voice_agent
@@ -87,6 +88,8 @@ def test_defaults_only_need_an_intent_model() -> None:
         2.0,
     )
     assert (wake.preroll, wake.end_silence, wake.command_timeout) == (0.3, 0.3, 8.0)
+    assert config.vosk.decision == DecisionSettings(0.5, 0, 0.0)
+    assert (config.model.room, config.model.room_slot, config.model.fill) == ("", "room", {})
     audio = config.audio
     assert (audio.source, audio.device, audio.rate, audio.channels, audio.wav) == (
         "microphone",
@@ -157,7 +160,9 @@ def test_file_values_and_relative_paths(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         f"""{model_line()}runtime = "tflite_runtime"\nthreads = 2
+room = "lounge"\nroom_slot = "area"
 [vosk]\nmodel = "vosk"\ngrammar = false\nmax_unk_ratio = 1
+sentence_slack = -1\nmin_word_confidence = 0.4
 [wake]\nengine = "phrase"\nphrase = "hey pi"\nwindow = 3
 [audio]\nsource = "wav"\nwav = "clips"\ndevice = 2\nrate = 16000\nchannels = 1
 [mqtt]\nhost = "broker.lan"\ntls = true\nca_file = "certs/ca.pem"\nsite_id = "kitchen"
@@ -168,6 +173,8 @@ def test_file_values_and_relative_paths(tmp_path: Path) -> None:
     assert config.vosk.model == tmp_path / "vosk"
     assert (config.vosk.grammar, config.vosk.max_unk_ratio) == (False, 1.0)
     assert isinstance(config.vosk.max_unk_ratio, float)
+    assert config.vosk.decision == DecisionSettings(1.0, -1, 0.4)
+    assert config.model.fill == {"area": "lounge"}  # checked against the model when it loads
     assert (config.wake.phrase, config.wake.window, config.wake.enabled) == ("hey pi", 3.0, True)
     assert config.audio.wav == tmp_path / "clips"
     assert (config.audio.device, config.audio.rate, config.audio.channels) == (2, 16000, 1)
@@ -244,6 +251,19 @@ def test_cli_overrides_beat_the_file(tmp_path: Path) -> None:
             "config.toml: mqtt.port: expected an integer from 1 to 65535, got true",
         ),
         ("[mqtt]\ntls = 1\n", "config.toml: mqtt.tls: expected true or false, got 1"),
+        (
+            "[vosk]\nsentence_slack = -2\n",
+            "config.toml: vosk.sentence_slack: expected -1 (off) or a number of words from 0"
+            " to 100, got -2",
+        ),
+        (
+            "[vosk]\nmin_word_confidence = 2\n",
+            "config.toml: vosk.min_word_confidence: expected a number from 0 to 1, got 2",
+        ),
+        (
+            '[model]\nroom_slot = ""\n',
+            'config.toml: model.room_slot: expected a non-empty string, got ""',
+        ),
         (
             "[vosk]\nmax_unk_ratio = 1.5\n",
             "config.toml: vosk.max_unk_ratio: expected a number from 0 to 1, got 1.5",

@@ -36,7 +36,7 @@ from speech import SpeechFactory, korean_speech_fixture  # noqa: F401 - register
 from agent.actions import Message
 from agent.classifier import IntentClassifier
 from agent.daemon import Counters, Outcome, Timings
-from agent.decision import decide
+from agent.decision import DecisionSettings, decide
 from agent.discovery import (
     Device,
     discovery_messages,
@@ -166,7 +166,7 @@ def test_state_document_feeds_the_sensors() -> None:
     """The sensors' templates, rendered as HA renders them, on the real classifier's output."""
     classifier = IntentClassifier.load(KO_MODEL)
     transcript = Transcript(LIGHT_ON, 0.9, (), 0.0, 1.5, 0.02)
-    decision = decide(transcript, classifier, 0.5)
+    decision = decide(transcript, classifier, DecisionSettings())
     assert decision.accepted
     outcome = Outcome(decision, (), 0, True, Timings(0.02, 0.001, 0.002, 0.003), "s")
     counters = Counters(recognized=3, not_recognized=1, wakes=5)

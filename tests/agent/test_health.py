@@ -19,7 +19,7 @@ from speech import SpeechFactory, korean_speech_fixture  # noqa: F401 - register
 from agent.classifier import IntentClassifier
 from agent.cli import main
 from agent.daemon import Counters, Outcome, Timings
-from agent.decision import decide
+from agent.decision import DecisionSettings, decide
 from agent.health import (
     STAGES,
     Health,
@@ -67,7 +67,7 @@ def outcome(text: str, recognize: float) -> Outcome:
     classifier = IntentClassifier.load(KO_MODEL)
     transcript = Transcript(text, 0.9, (), 0.0, 1.5, recognize, trailing_seconds=0.25)
     return Outcome(
-        decide(transcript, classifier, 0.5),
+        decide(transcript, classifier, DecisionSettings()),
         (),
         0,
         True,

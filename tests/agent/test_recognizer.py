@@ -56,6 +56,10 @@ def spec_sentences() -> tuple[str, ...]:
         out += [f"{room} {noun} {please}{verb}" for verb in ("켜", "켜 줘", "켜줘")]
         out += [f"{room} {noun} {please}{verb}" for verb in ("꺼", "꺼 줘", "꺼줘")]
     out += [f"{room} 불 {verb}" for room in rooms for verb in ("켜기", "끄기")]
+    # The same without a room (the Pi's own, model.room).
+    for noun, please in itertools.product(["불", "조명"], ["", "좀 "]):
+        out += [f"{noun} {please}{verb}" for verb in ("켜", "켜 줘", "켜줘", "꺼", "꺼 줘", "꺼줘")]
+    out += ["불 켜기", "불 끄기"]
     for thing in ("음악", "노래"):
         out += [f"{thing} {p}{v}" for p in ("", "좀 ") for v in ("틀어", "틀어 줘", "틀어줘")]
         out += [f"{thing} {v}" for v in ("재생", "꺼", "꺼 줘", "꺼줘", "멈춰", "그만", "정지")]
