@@ -163,6 +163,7 @@ def test_spoken_command_without_a_room_reaches_mqtt_with_the_pis_room(
     config.write_text(
         f'[model]\npath = "{KO_MODEL}"\nroom = "부엌"\n'  # a synonym of kitchen
         f'[vosk]\nmodel = "{packaged_model_dir()}"\n'
+        '[wake]\nengine = "none"\n'
         f'[audio]\nsource = "wav"\nwav = "{folder}"\n'
         f'[outbox]\npath = "{tmp_path / "outbox.sqlite"}"\n'
         # Nothing retained under voice-agent/#, which other tests watch.
