@@ -59,6 +59,7 @@ from agent.recognizer import (  # noqa: E402
     Recognizer,
     RecognizerError,
     RecognizerSettings,
+    check_model_dir,
     load_grammar,
     packaged_model_dir,
 )
@@ -147,7 +148,12 @@ def wake_engine_supported() -> bool:
 
 def micro_missing() -> str | None:
     """Why the ``micro`` engine cannot run here, or None when it can."""
-    if importlib.util.find_spec("agent.wakeword") is None:
+    import agent
+
+    # Only this agent's own module counts: an editable install can find another checkout's.
+    spec = importlib.util.find_spec("agent.wakeword")
+    folders = {Path(folder).resolve() for folder in agent.__path__}
+    if spec is None or spec.origin is None or Path(spec.origin).resolve().parent not in folders:
         return "engine micro: agent.wakeword is missing (this agent has no wake-word engine)"
     if not wake_engine_supported():
         return "engine micro: the configuration has no wake.engine key"
@@ -748,11 +754,14 @@ def main(argv: list[str] | None = None) -> int:
         return worker_main(args.worker)
     started = time.perf_counter()
     print("    " + shlex.join(["python", "bench/listening.py", *argv]) + "\n")
-    setup = Setup(args.model, args.vosk_model, args.phrase)
+    vosk = args.vosk_model.resolve() if args.vosk_model is not None else None
+    setup = Setup(args.model.resolve(), vosk, args.phrase)
     minutes = QUICK_MINUTES if args.quick else args.minutes
     wanted = TABLES if args.only is None else (args.only,)
     try:
-        setup.vosk()
+        # Bad models fail here, in one line, before any audio is made.
+        engine_config("none", setup)
+        check_model_dir(setup.vosk())
         noise = babble(30.0 if args.quick else 120.0)
         if "false" in wanted or "cpu" in wanted:
             if wanted == ("cpu",) and minutes is None:
