@@ -10,7 +10,6 @@ Pi's room), as Home Assistant fills a satellite's area.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from agent.metadata import (
     load_model_info,
     read_tflite,
 )
+from agent.recognizer import RecognizerError, load_grammar
 from agent.slots import Slot, SlotMatcher, SlotValue
 from agent.tflite import SparseRunner, available_runtime, open_interpreter
 
@@ -163,13 +163,12 @@ def _fill_value(info: ModelInfo, name: str, phrase: str) -> tuple[str | int, str
 
 def _grammar_sentences(info: ModelInfo) -> frozenset[tuple[str, ...]]:
     """The sentences of the model's ``grammar.json`` as normalized words; empty when it is
-    a list of words (a large spec) or missing."""
+    a list of words (a large spec), missing or unreadable (the recognizer, which reads the
+    same file with the same bounds, is the one that says what is wrong with it)."""
     try:
-        entries = json.loads(info.grammar_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        entries = load_grammar(info.directory)
+    except RecognizerError:
         return frozenset()
-    if not isinstance(entries, list):
-        return frozenset()
-    sentences = {tuple(normalize(e).split()) for e in entries if isinstance(e, str)}
+    sentences = {tuple(normalize(e).split()) for e in entries}
     sentences.discard(())
     return frozenset(sentences) if any(len(s) > 1 for s in sentences) else frozenset()
