@@ -7,12 +7,11 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from agent.bench import Row, machine_model, throttling
 from agent.recognizer import packaged_model_dir
-from tests.agent.command import ROOT
+from tests.agent.command import voice_agent
 from tests.agent.speech import require_tools
 
 ROWS = (
@@ -33,19 +32,9 @@ ROWS = (
 
 
 def bench(ko_model: Path, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
-    vosk = packaged_model_dir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if path is not None:
-        env["PATH"] = path
-    command = ["bench", "--quick", "--model", str(ko_model), "--vosk-model", str(vosk), *args]
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *command],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    vosk = str(packaged_model_dir())
+    command = ("bench", "--quick", "--model", str(ko_model), "--vosk-model", vosk, *args)
+    return voice_agent(*command, timeout=300, env={"PATH": path} if path else None)
 
 
 def rows(markdown: str) -> dict[str, tuple[str, str]]:
@@ -95,13 +84,7 @@ def test_bench_without_espeak_says_so_and_still_prints_the_table(
 
 
 def test_bench_with_a_missing_model_is_one_line(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "agent", "bench", "--quick", "--model", str(tmp_path / "none")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = voice_agent("bench", "--quick", "--model", str(tmp_path / "none"))
     assert out.returncode == 2
     assert out.stdout == ""
     assert len(out.stderr.splitlines()) == 1, out.stderr
