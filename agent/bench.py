@@ -282,7 +282,8 @@ def vosk_rtf(recognizer: Recognizer, speech: list[Speech], mode: str) -> Row:
     decode = sum(t.decode_seconds for t in transcripts)
     rtf = decode / audio if audio else 0.0
     heard = "; ".join(f'"{t.text}"' for t in transcripts)
-    note = f"{len(speech)} utterances, {audio:.1f} s of audio; heard {heard}"
+    plural = "" if len(speech) == 1 else "s"
+    note = f"{len(speech)} utterance{plural}, {audio:.1f} s of audio; heard {heard}"
     return Row(f"Vosk real-time factor, {mode}", f"{rtf:.3f}", note)
 
 
