@@ -185,6 +185,40 @@ def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     status.set_defaults(func=_status)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from agent.bench import BenchOptions, run_bench
+
+    options = BenchOptions(args.config, args.model, args.vosk_model, args.quick, args.broker)
+    return run_bench(options)
+
+
+def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="measure this machine (wake word, Vosk, classify, end to end) as a markdown table",
+        description="Measure what the agent costs on this machine, with speech synthesized by"
+        " espeak-ng and a throw-away broker on the loopback (mosquitto when installed, else"
+        " amqtt): the wake word detector's CPU per second of audio, Vosk's real-time factor"
+        " with the intent model's grammar and in open vocabulary, classify p50/p99, the time"
+        " from the end of a spoken command to the broker's acknowledgement through the"
+        " daemon (audio fed in real time), peak memory, and the CPU's temperature and"
+        " throttling (vcgencmd). The models are the configuration's (as 'voice-agent run'"
+        " would load them). Prints one markdown table to paste into an issue; about a"
+        " minute, --quick a few seconds.",
+    )
+    bench.add_argument("--config", type=Path, metavar="FILE", help="configuration file (TOML)")
+    bench.add_argument("--model", type=Path, metavar="DIR", help="intent model (model.path)")
+    bench.add_argument("--vosk-model", type=Path, metavar="DIR", help="Vosk model (vosk.model)")
+    bench.add_argument("--quick", action="store_true", help="fewer repetitions (less precise)")
+    bench.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "amqtt"),
+        default="auto",
+        help="which local broker (default: auto = mosquitto if installed, else amqtt)",
+    )
+    bench.set_defaults(func=_bench)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from agent.demo import DemoOptions, run_demo
 
@@ -341,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.set_defaults(func=_classify)
 
     # The other subcommands, in the order --help lists them.
+    _add_bench(commands)
     _add_demo(commands)
     _add_devices(commands)
     _add_doctor(commands)

@@ -21,6 +21,9 @@ usage: install.sh [options]
                   the checkout, read with --python)
   --stage DIR     lay the files out under DIR instead of /, as --no-apt --no-user
                   --no-systemctl (no root needed): for tests and for looking first
+  --list-packages print the Debian packages it would install, and exit
+  --arch ARCH     the Debian architecture to assume instead of this machine's
+                  (dpkg --print-architecture): for tests
   -h, --help      this text
 EOF
 }
@@ -36,6 +39,8 @@ DO_APT=1
 DO_USER=1
 DO_SYSTEMCTL=1
 DO_VENV=1
+LIST_PACKAGES=0
+ARCH=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -46,11 +51,42 @@ while [ $# -gt 0 ]; do
         --no-systemctl) DO_SYSTEMCTL=0 ;;
         --no-venv) DO_VENV=0 ;;
         --stage) ROOT=${2:?--stage needs a directory}; shift; DO_APT=0; DO_USER=0; DO_SYSTEMCTL=0 ;;
+        --list-packages) LIST_PACKAGES=1 ;;
+        --arch) ARCH=${2:?--arch needs an architecture}; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "install.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
+
+# The userland's architecture, not uname -m: 32-bit Raspberry Pi OS runs a 64-bit kernel on
+# a Pi 4 or 5, where uname -m says aarch64 while Python and every library are armhf.
+if [ -z "$ARCH" ]; then
+    ARCH=$(dpkg --print-architecture 2>/dev/null || uname -m)
+fi
+case "$ARCH" in
+    arm64 | aarch64 | amd64 | x86_64) ;;
+    armhf | armel | arm | armv*)
+        echo "install.sh: 32-bit ARM ($ARCH) is not supported: tflite-runtime and vosk have no" \
+            "32-bit wheels; install Raspberry Pi OS (64-bit), see docs/install.md" >&2
+        exit 2
+        ;;
+    *)
+        echo "install.sh: $ARCH is not supported: tflite-runtime and vosk have wheels for 64-bit" \
+            "ARM (arm64) and x86-64 only, see docs/install.md" >&2
+        exit 2
+        ;;
+esac
+
+# python3-venv for the venv, libportaudio2 for the microphone (sounddevice loads it),
+# libatomic1 for Vosk: its aarch64 libvosk.so links libatomic.so.1, which a minimal
+# bookworm (a fresh Raspberry Pi OS Lite may be one) does not have.
+PACKAGES="python3-venv libportaudio2 libatomic1"
+[ $WITH_BROKER = 1 ] && PACKAGES="$PACKAGES mosquitto"
+if [ $LIST_PACKAGES = 1 ]; then
+    echo "$PACKAGES"
+    exit 0
+fi
 
 if [ -n "$ROOT" ]; then
     mkdir -p "$ROOT"
@@ -75,11 +111,8 @@ if [ "$(id -u)" != 0 ] && { [ $DO_APT = 1 ] || [ $DO_USER = 1 ] || [ $DO_SYSTEMC
 fi
 
 if [ $DO_APT = 1 ]; then
-    # python3-venv for the venv, libportaudio2 for the microphone (sounddevice loads it).
-    packages="python3-venv libportaudio2"
-    [ $WITH_BROKER = 1 ] && packages="$packages mosquitto"
     missing=""
-    for package in $packages; do
+    for package in $PACKAGES; do
         dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
     done
     if [ -n "$missing" ]; then
@@ -88,7 +121,7 @@ if [ $DO_APT = 1 ]; then
         # shellcheck disable=SC2086
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
     else
-        step "Debian packages already installed: $packages"
+        step "Debian packages already installed: $PACKAGES"
     fi
 fi
 

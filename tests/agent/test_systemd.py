@@ -207,6 +207,39 @@ def test_install_rejects_an_unknown_option(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("arch", ["armhf", "armv7l", "armv6l"])
+def test_install_refuses_32_bit_arm_in_one_line(tmp_path: Path, arch: str) -> None:
+    """32-bit Raspberry Pi OS has no tflite-runtime or vosk wheels: one line, status 2,
+    before anything is laid down."""
+    root = tmp_path / "root"
+    result = run_install("--stage", root, "--no-venv", "--python", sys.executable, "--arch", arch)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"install.sh: 32-bit ARM ({arch}) is not supported: tflite-runtime and vosk have no"
+        " 32-bit wheels; install Raspberry Pi OS (64-bit), see docs/install.md"
+    ]
+    assert not root.exists()
+
+
+def test_install_takes_64_bit_arm(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    args = ("--stage", root, "--no-venv", "--python", sys.executable, "--arch", "arm64")
+    result = run_install(*args)
+    assert result.returncode == 0, result.stderr
+    assert (root / "etc/systemd/system/voice-agent.service").is_file()
+
+
+def test_install_packages_include_libatomic1_for_vosk_on_arm64() -> None:
+    """libvosk.so for aarch64 links libatomic.so.1, which a minimal bookworm lacks."""
+    result = run_install("--list-packages", "--arch", "arm64")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["python3-venv", "libportaudio2", "libatomic1"]
+    with_broker = run_install("--list-packages", "--arch", "arm64", "--with-broker")
+    assert with_broker.stdout.split()[-1] == "mosquitto"
+    assert "libatomic1" in with_broker.stdout.split()
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
