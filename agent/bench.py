@@ -26,7 +26,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Final, TextIO
 
 import numpy as np
@@ -41,6 +40,7 @@ from agent.demo import LANGUAGES
 from agent.errors import UsageError
 from agent.recognizer import Recognizer, RecognizerSettings, Transcript, load_grammar
 from agent.service import start_delivery
+from agent.wakeword import WakeWordDetector, WakeWordError
 
 __all__ = ["BenchOptions", "Row", "machine_model", "run_bench", "table", "throttling"]
 
@@ -239,32 +239,24 @@ def _chunks(pcm: np.ndarray, rate: int) -> Iterator[AudioChunk]:
 
 def wake_word_cpu(wake: Speech | None, seconds: float) -> Row:
     """CPU of the wake word detector per second of audio: ``seconds`` of 16 kHz audio (the
-    wake word, then silence) through pymicro-wakeword's okay_nabu model.
-
-    It calls pymicro-wakeword directly until the agent has a detector of its own; its
-    TensorFlow Lite library is loaded RTLD_LOCAL, because loaded RTLD_GLOBAL its symbols
-    replace tflite-runtime's in this process and the intent model's interpreter crashes.
-    """
+    wake word, then silence) through the agent's own detector and okay_nabu model, in
+    10 ms chunks as a microphone delivers them."""
     name = "wake word CPU"
-    try:
-        import pymicro_wakeword
-        import pymicro_wakeword.wakeword as loader
-    except (ImportError, OSError) as err:
-        return Row(name, "n/a", f"pymicro-wakeword unavailable: {err}")
-    loader.os = SimpleNamespace(RTLD_GLOBAL=os.RTLD_LOCAL)  # type: ignore[assignment]
     model, said = WAKE_WORD
-    detector = pymicro_wakeword.MicroWakeWord.from_builtin(pymicro_wakeword.Model(model))
-    features = pymicro_wakeword.MicroWakeWordFeatures()
+    try:
+        detector = WakeWordDetector((model,))
+    except WakeWordError as err:
+        return Row(name, "n/a", f"wake word unavailable: {err}")
     pcm = np.zeros(round(seconds * WAKE_RATE), dtype="<i2")
     if wake is not None:
         spoken = _resample(wake, WAKE_RATE)[: len(pcm) - WAKE_RATE // 2]
         pcm[WAKE_RATE // 2 : WAKE_RATE // 2 + len(spoken)] = spoken
     heard = False
-    step = WAKE_RATE // 100 * 2  # 20 ms
+    step = WAKE_RATE // 100
     started = time.process_time()
     for start in range(0, len(pcm), step):
-        for frame in features.process_streaming(pcm[start : start + step].tobytes()):
-            heard = bool(detector.process_streaming(frame)) or heard
+        chunk = AudioChunk(pcm[start : start + step].tobytes(), WAKE_RATE)
+        heard = detector.process(chunk) is not None or heard
     cpu = time.process_time() - started
     per_second = cpu / seconds
     what = f'"{said}" heard: {"yes" if heard else "NO"}' if wake is not None else "no speech"

