@@ -349,7 +349,7 @@ def end_to_end(
             classifier,
             courier,
             site_id=config.mqtt.site_id,
-            max_unk_ratio=config.vosk.max_unk_ratio,
+            decision=config.vosk.decision,
         )
         if not link.wait_connected(10):
             raise UsageError(f"the embedded {embedded.kind} did not accept the connection")

@@ -37,11 +37,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,9 @@ ENGINES = ("micro", "phrase", "none")
 PHRASE = "헤이 자비스"
 """The Vosk-spotted wake phrase of the ``phrase`` engine (words the Korean model knows)."""
 WAKE_MODEL = "okay_nabu"
+ROOM = "거실"
+"""The room of the Pi the bench plays (``model.room``), a value of the Korean spec's room
+slot: its room-less commands ("불 켜 줘") act on it, as on a real satellite."""
 """The wake word of the ``micro`` engine's runs (the default config's)."""
 WAKE_PHRASES = {
     "okay_nabu": "okay nabu",
@@ -119,6 +123,8 @@ class Setup:
     model: Path = MODEL
     vosk_model: Path | None = None
     phrase: str = PHRASE
+    room: str = ROOM
+    """This Pi's room (``model.room``): what a command that names none acts on."""
 
     def vosk(self) -> Path:
         return self.vosk_model if self.vosk_model is not None else packaged_model_dir()
@@ -177,6 +183,7 @@ def config_text(engine: str, setup: Setup, models: Sequence[str] = (WAKE_MODEL,)
     lines = [
         "[model]",
         f"path = {json.dumps(str(setup.model))}",
+        *([f"room = {json.dumps(setup.room, ensure_ascii=False)}"] if setup.room else []),
         "[vosk]",
         f"model = {json.dumps(str(setup.vosk()))}",
         "grammar = true",
@@ -545,15 +552,21 @@ def slot_values(pairs: Iterable[Any]) -> dict[str, str]:
     return {slot.name: str(slot.value) for slot in pairs}
 
 
-def right(outcome: Outcome, example: Example) -> bool:
-    """Whether ``outcome`` acted on ``example`` as said."""
+def right(
+    outcome: Outcome,
+    example: Example,
+    fill: Mapping[str, tuple[str | int, str]] = MappingProxyType({}),
+) -> bool:
+    """Whether ``outcome`` acted on ``example`` as said; a slot the sentence does not name
+    may hold this Pi's value for it (``fill``: the classifier's, from ``model.room``)."""
     c = outcome.decision.classification
-    return (
-        outcome.decision.accepted
-        and c is not None
-        and c.intent == example.intent
-        and slot_values(c.slots) == slot_values(example.slots)
-    )
+    if not outcome.decision.accepted or c is None or c.intent != example.intent:
+        return False
+    said, acted = slot_values(example.slots), slot_values(c.slots)
+    for name, (value, _) in fill.items():
+        if name not in said and acted.get(name) == str(value):
+            said[name] = str(value)
+    return acted == said
 
 
 def listen_segments(daemon: Daemon, segments: Sequence[np.ndarray]) -> list[list[Outcome]]:
@@ -636,9 +649,12 @@ def run_condition(
     daemon, wakes = new_daemon(engine_config(engine, setup))
     audio = segments.woken if engine == "micro" else segments.alone
     per = listen_segments(daemon, audio)
-    good = [any(right(o, e) for o in outs) for outs, e in zip(per, examples, strict=True)]
+    fill = daemon.classifier.fill
+    good = [any(right(o, e, fill) for o in outs) for outs, e in zip(per, examples, strict=True)]
     pairs = zip(per, examples, strict=True)
-    wrong = sum(1 for outs, e in pairs for o in outs if o.decision.accepted and not right(o, e))
+    wrong = sum(
+        1 for outs, e in pairs for o in outs if o.decision.accepted and not right(o, e, fill)
+    )
     return Condition(
         engine,
         segments.snr,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.recognizer import load_grammar
+from agent.recognizer import Transcript, Word, load_grammar
 from bench.chatter import PAUSE, RATE, Voice, chatter_wav, sentences, speak, wav_seconds
 from bench.listening import (
     LEAD,
@@ -23,10 +23,13 @@ from bench.listening import (
     config_text,
     cpu_table,
     detects,
+    engine_config,
     false_activation_table,
     listen_chatter,
     micro_missing,
+    new_daemon,
     padded,
+    right,
     run_worker,
     spec_commands,
 )
@@ -94,6 +97,17 @@ def test_every_command_of_the_spec_is_in_the_model_grammar() -> None:
     commands = spec_commands()
     assert len(commands) == len({c.text for c in commands}) > 100
     assert {c.intent for c in commands} == {"LightOn", "LightOff", "MusicPlay", "MusicStop"}
+
+
+def test_a_command_naming_no_room_is_right_when_it_acts_on_the_bench_room() -> None:
+    daemon, _ = new_daemon(engine_config("none", Setup()))
+    words = tuple(Word(word, 0.0, 0.0, 1.0) for word in ["불", "켜", "줘"])
+    outcome = daemon.handle(Transcript.from_words(words, 1.0, 0.0, 0.0))
+    example = next(e for e in spec_commands() if e.text == "불 켜 줘")
+    assert outcome.decision.accepted
+    assert right(outcome, example, daemon.classifier.fill)
+    # Without the Pi's room the acted-on room is a slot nobody said: not "as said".
+    assert not right(outcome, example)
 
 
 def chatter_with(*texts: str) -> Path:
