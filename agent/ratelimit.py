@@ -39,24 +39,25 @@ class WarningLimiter:
 
     def warning(self, message: str, *args: object) -> None:
         """``logger.warning(message, *args)``, unless this interval's burst is spent."""
+        # Logged under the lock too: the two threads' lines then come out in the order they
+        # were counted (the announcement after the last line of the burst, never before it).
         with self._lock:
             now = self.clock()
-            left_out = 0
             if now - self._start >= self.interval:
-                left_out, self.suppressed = self.suppressed, 0
+                if self.suppressed:
+                    self.logger.warning(
+                        "%d more warnings like the ones above were left out", self.suppressed
+                    )
+                self.suppressed = 0
                 self._start, self._count = now, 0
             self._count += 1
-            passed = self._count <= self.burst
-            announce = self._count == self.burst + 1
-            if not passed:
-                self.suppressed += 1
-        if left_out:
-            self.logger.warning("%d more warnings like the ones above were left out", left_out)
-        if passed:
-            self.logger.warning(message, *args)
-        elif announce:
-            self.logger.warning(
-                "more than %d warnings in %g s: counting the rest, not logging them",
-                self.burst,
-                self.interval,
-            )
+            if self._count <= self.burst:
+                self.logger.warning(message, *args)
+                return
+            self.suppressed += 1
+            if self._count == self.burst + 1:
+                self.logger.warning(
+                    "more than %d warnings in %g s: counting the rest, not logging them",
+                    self.burst,
+                    self.interval,
+                )

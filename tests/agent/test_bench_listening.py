@@ -17,9 +17,11 @@ from bench.listening import (
     MODEL,
     TAIL,
     ChatterRun,
+    Condition,
     Setup,
     Unavailable,
     command_segments,
+    command_table,
     config_text,
     cpu_table,
     detects,
@@ -165,3 +167,15 @@ def test_verdicts_follow_the_targets() -> None:
     assert mark(cpu_table([run("micro", 1, 0, cpu=91.0), run("none", 1, 0, cpu=360.0)])[2]) == (
         "**missed**"
     )
+
+
+def test_the_command_target_is_judged_on_what_the_daemon_heard() -> None:
+    def row(heard: int, accepted_of_heard: int) -> Condition:
+        return Condition("none", None, 100, 30, 40, 25, 0, 0, None, heard, accepted_of_heard)
+
+    def mark(line: str) -> str:
+        return line.rstrip(" |").rsplit("|", 1)[-1].strip()
+
+    lines = command_table([row(20, 19), row(20, 18), row(0, 0)], {})
+    assert [mark(line) for line in lines[2:5]] == ["met", "**missed**", "none heard exactly"]
+    assert "| 20 | 95.0 % (19) |" in lines[2]
