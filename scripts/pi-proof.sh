@@ -5,7 +5,7 @@
 # (real aarch64 wheels from PyPI), and then, as the service's user:
 #   - voice-agent doctor passes;
 #   - voice-agent classify of every example sentence and of the data sets' test sentences
-#     prints exactly the bytes tflite-runtime prints on this machine;
+#     decides as tflite-runtime on this machine (confidences within bounds: compare_classify);
 #   - voice-agent run --wav ... --once turns Korean speech into the MQTT messages it should,
 #     acknowledged by a mosquitto on this machine;
 #   - the wake word (okay_nabu) fires on "okay nabu" and not on the command;
@@ -368,7 +368,7 @@ done
 section "voice-agent doctor (as voice-agent)"
 as_agent $VENV/bin/voice-agent doctor --seconds 0.1 || fail "voice-agent doctor failed in the root"
 
-# -- classify: byte for byte against this machine ------------------------------------------
+# -- classify: against this machine ----------------------------------------------------------
 
 section "sentences: the examples' and the data sets' test sentences"
 (cd "$REPO" && "$HOST_PYTHON" - "$WORK" <<'EOF'
@@ -386,8 +386,9 @@ for language in ("en", "ko"):
     print(f"examples/{language}: {len(examples)} sentences")
 EOF
 ) || fail "cannot expand the example specs"
-# "name model strict": the examples are what the models were built for, and must match byte
-# for byte; the data sets' sentences are compared within bounds (compare_classify).
+# "name model strict": the examples are what the models were built for: every decision must
+# be the same and a confidence at most 4/256 apart; the data sets' sentences are compared
+# within wider bounds (compare_classify).
 EXAMPLES=("examples-en smart-home-en 1" "examples-ko smart-home-ko 1")
 DATASET=()
 if [ -d "$DATASETS" ]; then
@@ -415,12 +416,12 @@ for job in "${EXAMPLES[@]}" "${DATASET[@]}"; do
         fail "classify $name on this machine failed"
 done
 
-# compare_classify X86 ARM STRICT: with STRICT 1 the lines must be byte for byte the same.
-# With 0 (the data sets' sentences, which the models were not built for) it only reports,
-# and fails when over 1% of the decisions (intent, slots, rejection, best label) differ or
-# a confidence moves more than 16 steps of the int8 output (1/256 each): XNNPACK's int8
-# kernels round differently on ARM than on x86, and a sentence near a boundary can land a
-# few steps apart.
+# compare_classify X86 ARM STRICT: with STRICT 1 every decision (intent, slots, rejection,
+# best label) must be the same and a confidence at most 4 steps of the int8 output (1/256
+# each) apart. With 0 (the data sets' sentences, which the models were not built for) it
+# fails when over 1% of the decisions differ or a confidence moves more than 16 steps.
+# XNNPACK's int8 kernels round differently on ARM than on x86: the rebuilt English model
+# puts "change bedroom light to 60 percent" at 0.9883 on x86_64 and 0.9922 on aarch64.
 compare_classify() {
     "$HOST_PYTHON" - "$@" <<'EOF'
 import json, sys
@@ -433,10 +434,10 @@ steps, flips, worst, first = 0, 0, 0, ""
 for number, (left, right) in enumerate(zip(a, b), 1):
     if left == right:
         continue
-    if strict:
-        sys.exit(f"line {number} differs:\n  x86_64  {left.decode()}\n  aarch64 {right.decode()}")
     one, other = json.loads(left), json.loads(right)
     step = round(abs(one.pop("confidence") - other.pop("confidence")) * 256)
+    if strict and (one != other or step > 4):
+        sys.exit(f"line {number} differs:\n  x86_64  {left.decode()}\n  aarch64 {right.decode()}")
     first = first or f"line {number}: x86_64 {left.decode()} / aarch64 {right.decode()}"
     if one == other:
         steps += 1
